@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what the tests and the demo need on a fresh Debian machine with Node 20:
+# the npm dependencies and, when its binaries are missing, the PostgreSQL server.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-audit --no-fund
+fi
+
+have_pg() {
+  for d in /usr/lib/postgresql/*/bin; do
+    [ -x "$d/initdb" ] && [ -x "$d/pg_ctl" ] && [ -x "$d/pg_basebackup" ] && [ -x "$d/pg_rewind" ] && return 0
+  done
+  return 1
+}
+if ! have_pg; then
+  echo "setup: PostgreSQL server binaries not found, installing them with apt-get" >&2
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql >/dev/null
+  # The package starts a cluster on 5432 as a service; the tests do not need it.
+  $SUDO pg_ctlcluster --help >/dev/null 2>&1 && $SUDO bash -c 'for c in $(pg_lsclusters -h | cut -d" " -f1,2 | tr " " "/"); do pg_ctlcluster ${c%/*} ${c#*/} stop || true; done' || true
+fi

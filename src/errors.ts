@@ -1,0 +1,90 @@
+/**
+ * Typed errors of pgsplit. Every error has a stable `code` so callers can branch without
+ * parsing messages; none ever carries a password (URLs are redacted before they get here).
+ */
+export class PgsplitError extends Error {
+  readonly code: string
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options)
+    this.name = new.target.name
+    this.code = code
+  }
+}
+
+/** A configuration value is wrong. `field` names it, e.g. `healthCheck.intervalMs` or `replicas[1]`. */
+export class ConfigError extends PgsplitError {
+  readonly field: string
+  constructor(field: string, problem: string) {
+    super('PGSPLIT_CONFIG', `pgsplit config: ${field} ${problem}`)
+    this.field = field
+  }
+}
+
+/** No writable primary was found within `failover.timeoutMs` (or a split brain has no winner). */
+export class NoPrimaryError extends PgsplitError {
+  readonly waitedMs: number
+  constructor(message: string, waitedMs: number, options?: { cause?: unknown }) {
+    super('PGSPLIT_NO_PRIMARY', message, options)
+    this.waitedMs = waitedMs
+  }
+}
+
+/** A read found no eligible replica and `onNoReplica` is `'error'`. */
+export class NoReplicaAvailableError extends PgsplitError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('PGSPLIT_NO_REPLICA', message, options)
+  }
+}
+
+/**
+ * A write reached (or may have reached) the server and its connection broke before the
+ * answer came: it may or may not have committed. pgsplit never re-sends it; `cause` is the
+ * original error.
+ */
+export class WriteOutcomeUnknownError extends PgsplitError {
+  readonly node: string
+  constructor(node: string, cause: unknown) {
+    const reason = cause instanceof Error ? cause.message : String(cause)
+    super(
+      'PGSPLIT_WRITE_OUTCOME_UNKNOWN',
+      `write on ${node} may or may not have committed: the connection failed after the statement was sent (${reason}); it was not re-sent`,
+      { cause },
+    )
+    this.node = node
+  }
+}
+
+/** The cluster was ended with `end()`; no more queries. */
+export class ClusterEndedError extends PgsplitError {
+  constructor(what: string) {
+    super('PGSPLIT_ENDED', `cannot ${what}: the cluster has been ended with end()`)
+  }
+}
+
+/** `db.query('BEGIN')` and friends: a transaction cannot span pooled statements. */
+export class TransactionStatementError extends PgsplitError {
+  constructor(statement: string) {
+    super(
+      'PGSPLIT_TRANSACTION_STATEMENT',
+      `'${statement}' sent through db.query() would run on whatever pooled connection the next statement gets; use db.transaction(fn) or a pinned client from db.connect()`,
+    )
+  }
+}
+
+/** A causal-consistency token string could not be parsed. */
+export class InvalidTokenError extends PgsplitError {
+  constructor(token: unknown) {
+    const shown = typeof token === 'string' ? JSON.stringify(token.slice(0, 40)) : typeof token
+    super(
+      'PGSPLIT_INVALID_TOKEN',
+      `invalid pgsplit write token ${shown}: expected '<timeline>:<lsn>' like '1:0/3000148'`,
+    )
+  }
+}
+
+/** Waiting for `ready()` or a node timed out. */
+export class TimeoutError extends PgsplitError {
+  constructor(message: string) {
+    super('PGSPLIT_TIMEOUT', message)
+  }
+}

@@ -1,0 +1,194 @@
+import type { ClusterNode } from '../pools/node.js'
+import type { Topology } from '../pools/topology.js'
+import type { HealthMonitor } from './monitor.js'
+
+export interface PrimaryCandidate {
+  name: string
+  writable: boolean
+  timeline: number | null
+}
+
+export interface PrimaryDecision {
+  /** The node to write to, or null: none writable, or a tie nobody can break. */
+  primary: string | null
+  /** More than one node is writable. */
+  splitBrain: boolean
+  /** Writable nodes on an older timeline than the winner: fenced from reads and writes. */
+  stale: string[]
+}
+
+/**
+ * Which node is the primary, from what every node said about itself. Exactly one writable
+ * node wins. Two or more (an old primary restarted without fencing): the highest timeline wins
+ * and the others are stale; a tie on the highest timeline has no winner, because a write to
+ * the wrong one of two equals would be lost.
+ *
+ * ```ts
+ * choosePrimary([{ name: 'a', writable: true, timeline: 1 }, { name: 'b', writable: true, timeline: 2 }])
+ * // { primary: 'b', splitBrain: true, stale: ['a'] }
+ * ```
+ */
+export function choosePrimary(candidates: readonly PrimaryCandidate[]): PrimaryDecision {
+  const writable = candidates.filter((c) => c.writable)
+  if (writable.length === 0) return { primary: null, splitBrain: false, stale: [] }
+  if (writable.length === 1) return { primary: writable[0]!.name, splitBrain: false, stale: [] }
+  const sorted = [...writable].sort((a, b) => (b.timeline ?? -1) - (a.timeline ?? -1))
+  const [first, second] = sorted as [PrimaryCandidate, PrimaryCandidate]
+  if (first.timeline === null || first.timeline === second.timeline) {
+    return { primary: null, splitBrain: true, stale: [] }
+  }
+  return { primary: first.name, splitBrain: true, stale: sorted.slice(1).map((c) => c.name) }
+}
+
+export interface DiscoveryEvents {
+  primaryLost(payload: { node: string; reason: string }): void
+  failover(payload: { from: string | null; to: string; durationMs: number }): void
+  splitBrain(payload: { nodes: string[]; timelines: (number | null)[]; primary: string | null }): void
+  /** The primary changed: the old one's pool is to be drained. */
+  primaryChanged(from: ClusterNode | null, to: ClusterNode): void
+}
+
+/**
+ * Finds the primary: asks every node in parallel (bounded by the probe timeout) whether it is
+ * in recovery and, if writable, its timeline. Runs once per trigger (concurrent triggers share a
+ * run) and polls every `pollIntervalMs` while no primary is known.
+ */
+export class Discovery {
+  readonly #topology: Topology
+  readonly #monitor: HealthMonitor
+  readonly #events: DiscoveryEvents
+  readonly #pollIntervalMs: number
+  #running: Promise<void> | null = null
+  #again = false
+  #pollTimer: NodeJS.Timeout | null = null
+  #lostAt: number | null = null
+  #lostName: string | null = null
+  #lastSplitBrain = ''
+  #ended = false
+
+  constructor(topology: Topology, monitor: HealthMonitor, events: DiscoveryEvents, pollIntervalMs: number) {
+    this.#topology = topology
+    this.#monitor = monitor
+    this.#events = events
+    this.#pollIntervalMs = pollIntervalMs
+  }
+
+  /** True while no primary is known and discovery is polling. */
+  get searching(): boolean {
+    return this.#lostAt !== null
+  }
+
+  /**
+   * Looks for the primary now. Resolves when a run that started after this call has finished
+   * (a run already under way may have missed what the caller saw).
+   */
+  trigger(reason: string): Promise<void> {
+    if (this.#ended) return Promise.resolve()
+    if (this.#running !== null) {
+      // The loop runs once more after the current run, and this promise covers that run too.
+      this.#again = true
+      this.#lastReason = reason
+      return this.#running
+    }
+    this.#lastReason = reason
+    this.#running = this.#loop().finally(() => {
+      this.#running = null
+    })
+    return this.#running
+  }
+
+  #lastReason = ''
+
+  async #loop(): Promise<void> {
+    do {
+      this.#again = false
+      await this.#runOnce(this.#lastReason)
+    } while (this.#again && !this.#ended)
+  }
+
+  async #runOnce(reason: string): Promise<void> {
+    const nodes = [...this.#topology.nodes]
+    const outcomes = await this.#monitor.probeNodes(nodes)
+    if (this.#ended) return
+    const candidates: PrimaryCandidate[] = outcomes.map(({ node, result }) => ({
+      name: node.name,
+      writable: result !== null && !result.inRecovery,
+      timeline: result?.timeline ?? null,
+    }))
+    const decision = choosePrimary(candidates)
+    const old = this.#topology.primary
+
+    if (decision.splitBrain) {
+      const writable = candidates.filter((c) => c.writable)
+      const key = `${writable.map((c) => `${c.name}@${c.timeline}`).join(',')}->${decision.primary}`
+      if (key !== this.#lastSplitBrain) {
+        this.#lastSplitBrain = key
+        this.#events.splitBrain({
+          nodes: writable.map((c) => c.name),
+          timelines: writable.map((c) => c.timeline),
+          primary: decision.primary,
+        })
+      }
+    } else {
+      this.#lastSplitBrain = ''
+    }
+    for (const name of decision.stale) {
+      const node = this.#topology.find(name)
+      if (node !== undefined) {
+        node.role = 'unknown'
+        node.fenced = true
+      }
+    }
+
+    if (decision.primary === null) {
+      if (old !== null) {
+        this.#topology.setPrimary(null)
+        old.role = 'unknown'
+        this.#markLost(old.name, reason)
+      } else if (this.#lostAt === null) {
+        this.#markLost(null, reason)
+      }
+      this.#schedulePoll()
+      return
+    }
+
+    const next = this.#topology.find(decision.primary)!
+    if (next !== old) {
+      // Writes are blocked between here and setPrimary only by the synchronous code below.
+      this.#topology.setPrimary(next)
+      if (old !== null && this.#lostAt === null) this.#markLost(old.name, reason)
+      const from = old?.name ?? this.#lostName
+      const durationMs = this.#lostAt === null ? 0 : Date.now() - this.#lostAt
+      this.#events.primaryChanged(old, next)
+      if (from !== null && from !== next.name) this.#events.failover({ from, to: next.name, durationMs })
+    }
+    this.#lostAt = null
+    this.#lostName = null
+    this.#cancelPoll()
+  }
+
+  #markLost(name: string | null, reason: string): void {
+    this.#lostAt = Date.now()
+    this.#lostName = name
+    if (name !== null) this.#events.primaryLost({ node: name, reason })
+  }
+
+  #schedulePoll(): void {
+    if (this.#ended || this.#pollTimer !== null) return
+    this.#pollTimer = setTimeout(() => {
+      this.#pollTimer = null
+      if (this.#topology.primary === null) void this.trigger('polling: no primary known')
+    }, this.#pollIntervalMs)
+    this.#pollTimer.unref()
+  }
+
+  #cancelPoll(): void {
+    if (this.#pollTimer !== null) clearTimeout(this.#pollTimer)
+    this.#pollTimer = null
+  }
+
+  end(): void {
+    this.#ended = true
+    this.#cancelPoll()
+  }
+}

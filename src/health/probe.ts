@@ -1,0 +1,250 @@
+import pg from 'pg'
+import { redact } from '../pools/connection-string.js'
+import type { ClusterNode } from '../pools/node.js'
+import { parseLsn } from '../pools/node.js'
+
+/** What one probe round trip tells about a node. */
+export interface ProbeResult {
+  inRecovery: boolean
+  /** Primary: its timeline from the current WAL file name; replica: the timeline it receives. */
+  timeline: number | null
+  /** Primary: pg_current_wal_lsn(). Replica: pg_last_wal_replay_lsn(). */
+  lsn: bigint | null
+  receiveLsn: bigint | null
+  replayTimestampMs: number | null
+  nowMs: number
+  replayPaused: boolean
+  heartbeatMs: number | null
+  latencyMs: number
+}
+
+/**
+ * One round trip that answers every question the monitor and discovery ask. The CASEs keep
+ * primary-only functions (pg_current_wal_lsn, pg_walfile_name) from running on a standby,
+ * where they raise errors. The timeline of a primary comes from its WAL file name:
+ * pg_control_checkpoint() lags behind a promotion until the next checkpoint.
+ */
+function probeSql(heartbeatTable: string | null): string {
+  const heartbeat = heartbeatTable
+    ? `(SELECT (extract(epoch FROM ts) * 1000)::float8 FROM ${heartbeatTable} WHERE id = 1)`
+    : 'NULL::float8'
+  return `/* pgsplit probe */ SELECT r AS in_recovery,
+  CASE WHEN r THEN NULL ELSE pg_current_wal_lsn()::text END AS wal_lsn,
+  CASE WHEN r THEN (SELECT received_tli FROM pg_stat_wal_receiver LIMIT 1)
+       ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END AS timeline,
+  CASE WHEN r THEN pg_last_wal_replay_lsn()::text END AS replay_lsn,
+  CASE WHEN r THEN pg_last_wal_receive_lsn()::text END AS receive_lsn,
+  CASE WHEN r THEN (extract(epoch FROM pg_last_xact_replay_timestamp()) * 1000)::float8 END AS replay_ts,
+  (extract(epoch FROM clock_timestamp()) * 1000)::float8 AS now_ms,
+  CASE WHEN r THEN pg_is_wal_replay_paused() ELSE false END AS paused,
+  ${heartbeat} AS heartbeat_ms
+FROM (SELECT pg_is_in_recovery() AS r) s`
+}
+
+interface ProbeRow {
+  in_recovery: boolean
+  wal_lsn: string | null
+  timeline: number | null
+  replay_lsn: string | null
+  receive_lsn: string | null
+  replay_ts: number | null
+  now_ms: number
+  paused: boolean
+  heartbeat_ms: number | null
+}
+
+interface DestroyableClient {
+  connection?: { stream?: { destroy(): void } }
+}
+
+/** Closes a client's socket at once: `end()` would wait on a blackholed peer. */
+export function destroyClient(client: pg.Client): void {
+  const stream = (client as unknown as DestroyableClient).connection?.stream
+  try {
+    stream?.destroy()
+  } catch {
+    // already gone
+  }
+  client.end().catch(() => undefined)
+}
+
+/** Runs `fn` with a bound; on timeout calls `onTimeout` and rejects. */
+export function withDeadline<T>(
+  promise: Promise<T>,
+  ms: number,
+  what: string,
+  onTimeout: () => void,
+): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      onTimeout()
+      reject(new Error(`${what} timed out after ${ms} ms`))
+    }, ms)
+    timer.unref()
+  })
+  return Promise.race([promise, deadline]).finally(() => clearTimeout(timer))
+}
+
+/**
+ * The monitor's own connection to one node: never taken from (or visible in) the user's pool,
+ * opened lazily, thrown away on any failure so the next probe starts clean.
+ */
+export class NodeProber {
+  readonly #node: ClusterNode
+  readonly #timeoutMs: number
+  #client: pg.Client | null = null
+  #connecting: Promise<pg.Client> | null = null
+  #heartbeatTable: string | null
+  #sql: string
+  #ended = false
+
+  constructor(node: ClusterNode, timeoutMs: number, heartbeatTable: string | null) {
+    this.#node = node
+    this.#timeoutMs = timeoutMs
+    this.#heartbeatTable = heartbeatTable
+    this.#sql = probeSql(heartbeatTable)
+  }
+
+  /** Stop reading the heartbeat table (it does not exist yet, or was dropped). */
+  disableHeartbeat(): void {
+    this.#heartbeatTable = null
+    this.#sql = probeSql(null)
+  }
+
+  get heartbeatEnabled(): boolean {
+    return this.#heartbeatTable !== null
+  }
+
+  async #connect(): Promise<pg.Client> {
+    if (this.#client !== null) return this.#client
+    if (this.#connecting !== null) return this.#connecting
+    const client = new pg.Client({
+      ...this.#node.connectionConfig,
+      password: this.#node.connectionConfig.password,
+      connectionString: this.#node.connectionConfig.connectionString,
+      connectionTimeoutMillis: this.#timeoutMs,
+      query_timeout: undefined,
+      statement_timeout: undefined,
+      application_name: 'pgsplit-monitor',
+      keepAlive: true,
+    })
+    // A socket error while idle must not crash the process; the next probe reconnects.
+    client.on('error', () => {
+      if (this.#client === client) this.#client = null
+    })
+    this.#connecting = client
+      .connect()
+      .then(() => {
+        if (this.#ended) {
+          destroyClient(client)
+          throw new Error('prober ended')
+        }
+        this.#client = client
+        return client
+      })
+      .catch((err: unknown) => {
+        destroyClient(client)
+        throw err
+      })
+      .finally(() => {
+        this.#connecting = null
+      })
+    return this.#connecting
+  }
+
+  #drop(): void {
+    const client = this.#client
+    this.#client = null
+    if (client !== null) destroyClient(client)
+  }
+
+  /** Runs `sql` on the monitor's connection within the probe timeout. */
+  async query<R extends pg.QueryResultRow>(sql: string, values?: unknown[]): Promise<R[]> {
+    const work = (async () => {
+      const client = await this.#connect()
+      const result = await client.query<R>(sql, values)
+      return result.rows
+    })()
+    try {
+      return await withDeadline(work, this.#timeoutMs, `probe of ${this.#node.name}`, () => this.#drop())
+    } catch (err) {
+      work.catch(() => undefined)
+      if (isConnectionError(err)) this.#drop()
+      throw err
+    }
+  }
+
+  async probe(): Promise<ProbeResult> {
+    const started = performance.now()
+    let rows: ProbeRow[]
+    try {
+      rows = await this.query<ProbeRow>(this.#sql)
+    } catch (err) {
+      // 42P01: heartbeat table missing on this node (not replicated yet): probe without it.
+      if ((err as { code?: string }).code === '42P01' && this.#heartbeatTable !== null) {
+        this.disableHeartbeat()
+        rows = await this.query<ProbeRow>(this.#sql)
+      } else {
+        throw err
+      }
+    }
+    const row = rows[0]
+    if (row === undefined) throw new Error('probe returned no row')
+    return {
+      inRecovery: row.in_recovery,
+      timeline: row.timeline === null ? null : Number(row.timeline),
+      lsn: parseLsn(row.in_recovery ? row.replay_lsn : row.wal_lsn),
+      receiveLsn: parseLsn(row.receive_lsn),
+      replayTimestampMs: row.replay_ts,
+      nowMs: row.now_ms,
+      replayPaused: row.paused,
+      heartbeatMs: row.heartbeat_ms,
+      latencyMs: Math.round((performance.now() - started) * 100) / 100,
+    }
+  }
+
+  end(): void {
+    this.#ended = true
+    this.#drop()
+  }
+}
+
+/** An error that says the connection (not the SQL) failed. */
+export function isConnectionError(err: unknown): boolean {
+  if (typeof err !== 'object' || err === null) return false
+  const e = err as { code?: unknown; message?: unknown }
+  const code = typeof e.code === 'string' ? e.code : ''
+  if (code.startsWith('08')) return true // connection_exception class
+  if (['57P01', '57P02', '57P03', '57P04'].includes(code)) return true
+  if (
+    [
+      'ECONNREFUSED',
+      'ECONNRESET',
+      'EPIPE',
+      'ETIMEDOUT',
+      'EHOSTUNREACH',
+      'ENETUNREACH',
+      'ENOTFOUND',
+      'EAI_AGAIN',
+    ].includes(code)
+  ) {
+    return true
+  }
+  const message = typeof e.message === 'string' ? e.message : ''
+  return (
+    code === '' &&
+    /Connection terminated|not queryable|timed out|timeout exceeded|Query read timeout|connection timeout|ECONNREFUSED|ECONNRESET|socket hang up/i.test(
+      message,
+    )
+  )
+}
+
+/** A short, password-free description of an error for topology() and events. */
+export function describeError(err: unknown): string {
+  if (err instanceof Error) {
+    const code = (err as { code?: unknown }).code
+    return redact(typeof code === 'string' ? `${code}: ${err.message}` : err.message)
+  }
+  return redact(String(err))
+}

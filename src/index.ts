@@ -1,0 +1,41 @@
+export {
+  Cluster,
+  type ClusterEvents,
+  type ConnectOptions,
+  createCluster,
+  type IsolationLevel,
+  type QueryOptions,
+  type RoleTarget,
+  type RouteRole,
+  type SessionOptions,
+  type TopologySnapshot,
+  type TransactionOptions,
+} from './cluster.js'
+export type {
+  ClusterConfig,
+  ConsistencyMode,
+  HealthCheckConfig,
+  MaxLag,
+  NodeConfig,
+  NodeInput,
+  PoolOptions,
+  ReadCandidate,
+  ReadStrategy,
+  ReadStrategyFunction,
+  ReadStrategyName,
+} from './config.js'
+export {
+  ClusterEndedError,
+  ConfigError,
+  InvalidTokenError,
+  NoPrimaryError,
+  NoReplicaAvailableError,
+  PgsplitError,
+  TimeoutError,
+  TransactionStatementError,
+  WriteOutcomeUnknownError,
+} from './errors.js'
+export { redact } from './pools/connection-string.js'
+export type { NodeRole, NodeSnapshot, NodeState } from './pools/node.js'
+export { type Classification, classify, type StatementKind } from './router/classify.js'
+export { formatToken, parseToken, type WriteToken } from './router/consistency.js'

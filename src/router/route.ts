@@ -1,0 +1,63 @@
+import type { ReadStrategyFunction } from '../config.js'
+import type { ClusterNode } from '../pools/node.js'
+import type { Topology } from '../pools/topology.js'
+import type { WriteToken } from './consistency.js'
+
+/**
+ * Picks the node for a read: only replicas that the monitor calls up, within the lag bound,
+ * not suspect, not fenced, with a weight above 0 (and, for a causal read, whose replay LSN has
+ * reached the caller's token); then the strategy chooses among them.
+ */
+export class ReadRouter {
+  readonly #topology: Topology
+  readonly #strategy: ReadStrategyFunction
+  readonly #candidates: ClusterNode[] = []
+
+  constructor(topology: Topology, strategy: ReadStrategyFunction) {
+    this.#topology = topology
+    this.#strategy = strategy
+  }
+
+  /** Eligible replicas now, minus `exclude`. */
+  eligible(exclude: ClusterNode | null = null): ClusterNode[] {
+    const now = Date.now()
+    const out: ClusterNode[] = []
+    for (const node of this.#topology.nodes) {
+      if (node !== exclude && node.weight > 0 && node.isEligibleReplica(now)) out.push(node)
+    }
+    return out
+  }
+
+  /** A replica for a read, or null when none is eligible. */
+  pick(exclude: ClusterNode | null = null, token: WriteToken | null = null): ClusterNode | null {
+    const list = this.#candidates
+    list.length = 0
+    const now = Date.now()
+    for (const node of this.#topology.nodes) {
+      if (node === exclude || node.weight <= 0 || !node.isEligibleReplica(now)) continue
+      if (token !== null && !hasReached(node, token)) continue
+      list.push(node)
+    }
+    if (list.length === 0) return null
+    if (list.length === 1) return list[0]!
+    const chosen = this.#strategy(list)
+    // A user strategy may return something else; fall back to the first candidate.
+    return list.includes(chosen as ClusterNode) ? (chosen as ClusterNode) : list[0]!
+  }
+
+  /** The eligible replica with the highest known replay LSN: the best one to wait on. */
+  freshest(exclude: ClusterNode | null = null): ClusterNode | null {
+    let best: ClusterNode | null = null
+    for (const node of this.eligible(exclude)) {
+      if (best === null || (node.lsn ?? -1n) > (best.lsn ?? -1n)) best = node
+    }
+    return best
+  }
+}
+
+/** True when the monitor's cached position of `node` shows the token's write. */
+export function hasReached(node: ClusterNode, token: WriteToken): boolean {
+  if (node.lsn === null || node.lsn < token.lsn) return false
+  // A replica still receiving an older timeline may be past the LSN yet without the write.
+  return node.timeline === null || node.timeline >= token.timeline
+}

@@ -1,0 +1,68 @@
+/** Which way `startCluster` runs the servers. */
+export type Backend = 'auto' | 'local' | 'docker'
+
+export interface StartClusterOptions {
+  /** Number of streaming standbys. Default 2. */
+  replicas?: number
+  /**
+   * Synchronous replication: `true` = 1 standby, a number = that many standbys must
+   * confirm each commit (`synchronous_standby_names = 'ANY n (...)'`). Default off.
+   */
+  synchronous?: boolean | number
+  /** Default `'auto'`: Docker when an engine answers, else local processes. */
+  backend?: Backend
+  /** Database created for the tests. Default `'app'`. */
+  database?: string
+  /** Login role (superuser) for the URLs. Default `'postgres'`. */
+  user?: string
+  /** Password of `user`. Default `'postgres'`. */
+  password?: string
+  /** Extra `postgresql.conf` settings for every node. */
+  settings?: Record<string, string | number | boolean>
+  /** Bound for each operation (start, promote, wait for streaming, ...). Default 60 s. */
+  timeoutMs?: number
+  /** Docker image for the docker backend. Default `'postgres:16-alpine'`. */
+  image?: string
+  /** Logs each step to this function (default: silent). */
+  log?: (line: string) => void
+}
+
+export type TestNodeRole = 'primary' | 'replica' | 'stopped'
+
+export interface TestNode {
+  /** `node0`, `node1`, ... stable for the node's life. */
+  readonly name: string
+  /** `postgres://user:password@127.0.0.1:port/database` */
+  readonly url: string
+  readonly host: string
+  readonly port: number
+  /** Role as last set by the handle's operations. */
+  readonly role: TestNodeRole
+}
+
+export interface TestCluster {
+  readonly backend: 'local' | 'docker'
+  /** URL of the node that is primary now. */
+  readonly primaryUrl: string
+  /** URLs of the running standbys now. */
+  readonly replicaUrls: string[]
+  readonly nodes: readonly TestNode[]
+  /** SIGKILL of node i's postmaster; returns when the process is gone. */
+  kill(i: number): Promise<void>
+  /** Fast shutdown of node i. */
+  stop(i: number): Promise<void>
+  /** Starts node i again (same role it had); returns when it accepts connections. */
+  start(i: number): Promise<void>
+  /** Promotes standby i; returns when it accepts writes. */
+  promote(i: number): Promise<void>
+  /** Standby i follows node j (new timeline included); returns when it streams from j. */
+  repoint(i: number, j: number): Promise<void>
+  /** Old primary i becomes a standby of j (pg_rewind); returns when it streams. */
+  rejoin(i: number, j: number): Promise<void>
+  pauseReplay(i: number): Promise<void>
+  resumeReplay(i: number): Promise<void>
+  /** A new standby of the current primary, with all data; returns when it streams. */
+  addReplica(): Promise<TestNode>
+  /** Stops every server and removes every data directory. Safe to call twice. */
+  destroy(): Promise<void>
+}
