@@ -1,0 +1,228 @@
+import pg from 'pg'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { type Cluster, createCluster, parseToken } from '../../src/index.js'
+import { startCluster, type TestCluster } from '../../src/testing/index.js'
+import { eventually } from '../support/cluster.js'
+
+let pgc: TestCluster
+let primaryPort: number
+
+async function tableOnReplicas(urls: string[], table: string): Promise<void> {
+  await eventually(async () => {
+    for (const url of urls) {
+      const c = new pg.Client(url)
+      await c.connect()
+      const { rows } = await c.query('SELECT to_regclass($1) IS NOT NULL AS ok', [table])
+      await c.end()
+      if (!rows[0].ok) return false
+    }
+    return true
+  })
+}
+
+beforeAll(async () => {
+  pgc = await startCluster({ replicas: 2, backend: 'local' })
+  primaryPort = pgc.nodes[0]!.port
+  const c = new pg.Client(pgc.primaryUrl)
+  await c.connect()
+  await c.query('CREATE TABLE notes (id int PRIMARY KEY, body text)')
+  await c.end()
+  await tableOnReplicas(pgc.replicaUrls, 'notes')
+})
+
+afterAll(async () => {
+  await pgc?.destroy()
+})
+
+/** INSERT then SELECT of the same row, `iterations` times, while replay pauses and resumes at random. */
+async function readAfterWriteLoop(db: Cluster, iterations: number, firstId: number, chaos: boolean) {
+  let stale = 0
+  let onReplica = 0
+  let stop = false
+  const toggler = (async () => {
+    const paused = [false, false]
+    for (let i = 0; i < 10_000 && !stop && chaos; i++) {
+      await new Promise((r) => setTimeout(r, 5 + Math.random() * 40))
+      const which = Math.random() < 0.5 ? 1 : 2
+      if (paused[which - 1]) await pgc.resumeReplay(which)
+      else await pgc.pauseReplay(which)
+      paused[which - 1] = !paused[which - 1]
+    }
+    for (const i of [1, 2]) if (paused[i - 1]) await pgc.resumeReplay(i)
+  })()
+  try {
+    for (let i = 0; i < iterations; i++) {
+      const id = firstId + i
+      await db.query('INSERT INTO notes (id, body) VALUES ($1, $2)', [id, `n${id}`])
+      const { rows } = await db.query<{ body: string; p: number }>(
+        'SELECT body, inet_server_port() AS p FROM notes WHERE id = $1',
+        [id],
+      )
+      if (rows.length === 0) stale++
+      else if (rows[0]!.p !== primaryPort) onReplica++
+    }
+  } finally {
+    stop = true
+    await toggler
+  }
+  return { stale, onReplica }
+}
+
+describe('causal consistency', () => {
+  it('5,000 read-after-write iterations with replay pausing at random: 0 stale, mostly on replicas', async () => {
+    const db = createCluster({
+      primary: pgc.primaryUrl,
+      replicas: pgc.replicaUrls,
+      consistency: 'causal',
+      healthCheck: { intervalMs: 250 },
+    })
+    await db.ready()
+    const { stale, onReplica } = await readAfterWriteLoop(db, 5000, 1, true)
+    console.log(`causal loop: stale=${stale} servedByReplicas=${onReplica}/5000`)
+    expect(stale).toBe(0)
+    expect(onReplica).toBeGreaterThan(2500)
+    await db.end()
+  })
+
+  it('the same loop in eventual mode with a paused replica sees stale reads (the test can fail)', async () => {
+    const db = createCluster({
+      primary: pgc.primaryUrl,
+      replicas: pgc.replicaUrls,
+      consistency: 'eventual',
+      // A huge bound: the paused replica keeps taking reads, as in naive replica helpers.
+      maxLag: { bytes: 1e12, ms: 1e9 },
+      healthCheck: { intervalMs: 250 },
+    })
+    await db.ready()
+    await pgc.pauseReplay(1)
+    try {
+      const { stale } = await readAfterWriteLoop(db, 200, 100_000, false)
+      console.log(`eventual loop: stale=${stale}/200`)
+      expect(stale).toBeGreaterThan(0)
+    } finally {
+      await pgc.resumeReplay(1)
+      await db.end()
+    }
+  })
+
+  it('sessions scope tokens; a token moves to another Cluster object (read-your-writes across instances)', async () => {
+    const a = createCluster({ primary: pgc.primaryUrl, replicas: pgc.replicaUrls })
+    const b = createCluster({ primary: pgc.primaryUrl, replicas: pgc.replicaUrls })
+    await Promise.all([a.ready(), b.ready()])
+    await pgc.pauseReplay(1)
+    await pgc.pauseReplay(2)
+    try {
+      const token = await a.session(async () => {
+        await a.query("INSERT INTO notes (id, body) VALUES (200001, 'x')")
+        const seen = await a.query('SELECT inet_server_port() AS p FROM notes WHERE id = 200001')
+        expect(seen.rows).toEqual([{ p: primaryPort }])
+        return a.lastWriteToken()
+      })
+      expect(token).toMatch(/^\d+:[0-9A-F]+\/[0-9A-F]+$/)
+      // Another instance, eventual by default: with the token it reads the write...
+      const withToken = await b.query('SELECT body FROM notes WHERE id = 200001', [], { after: token })
+      expect(withToken.rows).toEqual([{ body: 'x' }])
+      const inSession = await b.session(() => b.query('SELECT body FROM notes WHERE id = 200001'), { token })
+      expect(inSession.rows).toEqual([{ body: 'x' }])
+      // ...and without it, a paused replica answers: the row is not there yet.
+      const without = await b.query('SELECT body FROM notes WHERE id = 200001')
+      expect(without.rows).toEqual([])
+    } finally {
+      await pgc.resumeReplay(1)
+      await pgc.resumeReplay(2)
+    }
+    // Once replicas have replayed it, token reads go back to replicas.
+    const token = await a.session(async () => {
+      await a.query("INSERT INTO notes (id, body) VALUES (200002, 'y')")
+      return a.lastWriteToken()
+    })
+    await eventually(async () => {
+      const { rows } = await b.query<{ p: number }>(
+        'SELECT inet_server_port() AS p FROM notes WHERE id = 200002',
+        [],
+        {
+          after: token,
+        },
+      )
+      return rows.length === 1 && rows[0]!.p !== primaryPort
+    })
+    await a.end()
+    await b.end()
+  })
+
+  it('transactions produce a token at commit; a rolled-back one does not', async () => {
+    const db = createCluster({ primary: pgc.primaryUrl, replicas: pgc.replicaUrls, consistency: 'causal' })
+    await db.ready()
+    await db.session(async () => {
+      expect(await db.lastWriteToken()).toBeUndefined()
+      await db
+        .transaction(async (tx) => {
+          await tx.query("INSERT INTO notes (id, body) VALUES (300001, 'rb')")
+          throw new Error('rollback')
+        })
+        .catch(() => undefined)
+      expect(await db.lastWriteToken()).toBeUndefined()
+      await db.transaction(async (tx) => {
+        await tx.query("INSERT INTO notes (id, body) VALUES (300002, 'c')")
+      })
+      const token = await db.lastWriteToken()
+      expect(token).toBeDefined()
+      const t = parseToken(token!)
+      const { rows } = await db.primary.query<{ ok: boolean }>(
+        'SELECT pg_current_wal_lsn() >= $1::pg_lsn AS ok',
+        [token!.slice(token!.indexOf(':') + 1)],
+      )
+      expect(rows[0]!.ok).toBe(true)
+      expect(t.timeline).toBe(1)
+    })
+    await db.end()
+  })
+
+  it('sticky mode keeps reads on the primary for the window after a write, then releases them', async () => {
+    const db = createCluster({
+      primary: pgc.primaryUrl,
+      replicas: pgc.replicaUrls,
+      consistency: { mode: 'sticky', windowMs: 400 },
+    })
+    await db.ready()
+    await db.session(async () => {
+      expect((await db.query<{ p: number }>('SELECT inet_server_port() AS p')).rows[0]!.p).not.toBe(
+        primaryPort,
+      )
+      await db.query("INSERT INTO notes (id, body) VALUES (400001, 's')")
+      expect((await db.query<{ p: number }>('SELECT inet_server_port() AS p')).rows[0]!.p).toBe(primaryPort)
+      await new Promise((r) => setTimeout(r, 500))
+      expect((await db.query<{ p: number }>('SELECT inet_server_port() AS p')).rows[0]!.p).not.toBe(
+        primaryPort,
+      )
+    })
+    await db.end()
+  })
+})
+
+describe('tokens after a failover', () => {
+  it('a token from a timeline the cluster has left routes to the primary', async () => {
+    const db = createCluster({
+      primary: pgc.primaryUrl,
+      replicas: pgc.replicaUrls,
+      healthCheck: { intervalMs: 200 },
+    })
+    await db.ready()
+    const old = await db.session(async () => {
+      await db.query("INSERT INTO notes (id, body) VALUES (500001, 'before')")
+      return db.lastWriteToken()
+    })
+    expect(parseToken(old!).timeline).toBe(1)
+    await pgc.kill(0)
+    await pgc.promote(1)
+    await pgc.repoint(2, 1)
+    const newPrimary = pgc.nodes[1]!.port
+    await eventually(async () => db.topology().primary !== null && db.topology().timeline === 2, {
+      what: 'failover seen',
+    })
+    await db.query("INSERT INTO notes (id, body) VALUES (500002, 'after')")
+    const { rows } = await db.query<{ p: number }>('SELECT inet_server_port() AS p', [], { after: old })
+    expect(rows[0]!.p).toBe(newPrimary)
+    await db.end()
+  })
+})
