@@ -1,0 +1,881 @@
+import { type ChildProcess, spawn } from 'node:child_process'
+import { closeSync, openSync, rmSync } from 'node:fs'
+import { chmod, chown, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { dirname, join } from 'node:path'
+import { TestClusterError } from './errors.js'
+import { type AdminTarget, queryRows, quoteIdent, quoteLiteral, withClient } from './pg-admin.js'
+import { findPgBinaries, type PgBinaries } from './pg-binaries.js'
+import { findFreePort, findFreePorts } from './ports.js'
+import {
+  childPids,
+  fileTail,
+  type OsUser,
+  processState,
+  runTool,
+  serverOsUser,
+  signalProcess,
+  spawnIdentity,
+  toolEnv,
+} from './process-utils.js'
+import {
+  conninfo,
+  hbaConf,
+  NODE_CONF_FILE,
+  nodeSettings,
+  pgpassLine,
+  type SettingValue,
+  sharedSettings,
+  synchronousStandbyNames,
+  withAutoSettings,
+} from './server-config.js'
+import type { StartClusterOptions, TestCluster, TestNode, TestNodeRole } from './types.js'
+import { StopWaiting, waitFor } from './wait.js'
+
+const HOST = '127.0.0.1'
+
+interface ResolvedOptions {
+  readonly replicas: number
+  /** Standbys that must confirm each commit; 0 = asynchronous. */
+  readonly syncCount: number
+  readonly database: string
+  readonly user: string
+  readonly password: string
+  readonly settings: Readonly<Record<string, SettingValue>>
+  readonly timeoutMs: number
+  readonly log: (line: string) => void
+}
+
+/** What the harness knows of one node. `kind` survives stops: it is what the node starts as. */
+interface NodeState {
+  readonly index: number
+  readonly name: string
+  port: number
+  readonly dataDir: string
+  readonly logFile: string
+  kind: 'primary' | 'standby'
+  /** Index of the node a standby streams from. */
+  upstream: number | undefined
+  /** The running postmaster (our child process), if any. */
+  proc: ChildProcess | undefined
+  /** The port is final once the node has started once (its URL was handed out). */
+  started: boolean
+}
+
+/** Validates `opts` and fills in the defaults. Throws a TypeError on a bad option. */
+export function resolveOptions(opts: StartClusterOptions): ResolvedOptions {
+  const replicas = opts.replicas ?? 2
+  if (!Number.isInteger(replicas) || replicas < 0) {
+    throw new TypeError(`pgsplit/testing: replicas must be an integer >= 0, got ${String(opts.replicas)}`)
+  }
+  const sync = opts.synchronous ?? false
+  const syncCount = sync === true ? 1 : sync === false ? 0 : sync
+  if (!Number.isInteger(syncCount) || syncCount < 0) {
+    throw new TypeError(
+      `pgsplit/testing: synchronous must be a boolean or an integer >= 0, got ${String(sync)}`,
+    )
+  }
+  if (syncCount > replicas) {
+    // Every commit would wait forever for standbys that do not exist.
+    throw new TypeError(
+      `pgsplit/testing: synchronous: ${syncCount} needs at least ${syncCount} replicas, got ${replicas}`,
+    )
+  }
+  const timeoutMs = opts.timeoutMs ?? 60_000
+  if (!(timeoutMs > 0))
+    throw new TypeError(`pgsplit/testing: timeoutMs must be > 0, got ${String(opts.timeoutMs)}`)
+  const password = opts.password ?? 'postgres'
+  if (password === '') throw new TypeError('pgsplit/testing: password must not be empty')
+  const user = opts.user ?? 'postgres'
+  const database = opts.database ?? 'app'
+  if (user === '' || database === '')
+    throw new TypeError('pgsplit/testing: user and database must not be empty')
+  return {
+    replicas,
+    syncCount,
+    database,
+    user,
+    password,
+    settings: opts.settings ?? {},
+    timeoutMs,
+    log: opts.log ?? (() => {}),
+  }
+}
+
+/**
+ * Starts a primary and `replicas` streaming standbys as plain processes of the system's
+ * PostgreSQL on 127.0.0.1; see `startCluster` for the options and the handle.
+ */
+export async function startLocalCluster(opts: StartClusterOptions): Promise<TestCluster> {
+  const options = resolveOptions(opts)
+  const binaries = await findPgBinaries()
+  const osUser = serverOsUser()
+  const baseDir = await mkdtemp(join(tmpdir(), 'pgsplit-'))
+  const cluster = new LocalCluster(options, binaries, osUser, baseDir)
+  try {
+    await cluster.init()
+  } catch (err) {
+    await cluster.destroy().catch(() => {})
+    throw err
+  }
+  return cluster
+}
+
+class LocalCluster implements TestCluster {
+  readonly backend = 'local' as const
+  private readonly states: NodeState[] = []
+  private primaryIndex = 0
+  private destroyPromise: Promise<void> | undefined
+  private readonly passfile: string
+  /**
+   * Unix sockets of every node (names differ by port). Not in the data directories: pg_rewind
+   * would try to copy a socket file and fail; not /var/run/postgresql: a system server's.
+   */
+  private readonly socketDir: string
+
+  constructor(
+    private readonly opts: ResolvedOptions,
+    private readonly bins: PgBinaries,
+    private readonly osUser: OsUser | undefined,
+    /** Temp directory holding every node's data directory and log. */
+    readonly baseDir: string,
+  ) {
+    this.passfile = join(baseDir, 'pgpass')
+    // Socket paths are limited to ~107 bytes: with a very long TMPDIR, TCP only.
+    this.socketDir = join(baseDir, 'sockets').length < 90 ? join(baseDir, 'sockets') : ''
+  }
+
+  // --- the handle's state -------------------------------------------------------------------
+
+  get primaryUrl(): string {
+    return this.urlOf(this.states[this.primaryIndex]!)
+  }
+
+  get replicaUrls(): string[] {
+    return this.states.filter((s) => s.proc && s.kind === 'standby').map((s) => this.urlOf(s))
+  }
+
+  get nodes(): readonly TestNode[] {
+    return this.states.map((s) => this.snapshot(s))
+  }
+
+  private snapshot(s: NodeState): TestNode {
+    const role: TestNodeRole = !s.proc ? 'stopped' : s.kind === 'primary' ? 'primary' : 'replica'
+    return Object.freeze({ name: s.name, url: this.urlOf(s), host: HOST, port: s.port, role })
+  }
+
+  private urlOf(s: NodeState): string {
+    const { user, password, database } = this.opts
+    return `postgres://${encodeURIComponent(user)}:${encodeURIComponent(password)}@${HOST}:${s.port}/${encodeURIComponent(database)}`
+  }
+
+  private target(s: NodeState, database = 'postgres'): AdminTarget {
+    return { host: HOST, port: s.port, user: this.opts.user, password: this.opts.password, database }
+  }
+
+  private node(i: number): NodeState {
+    const s = Number.isInteger(i) ? this.states[i] : undefined
+    if (!s) {
+      throw new TestClusterError(
+        `pgsplit/testing: no node ${String(i)}; the cluster has nodes 0..${this.states.length - 1}`,
+      )
+    }
+    if (this.destroyPromise) throw new TestClusterError('pgsplit/testing: the cluster was destroyed', s.name)
+    return s
+  }
+
+  // --- start-up -----------------------------------------------------------------------------
+
+  async init(): Promise<void> {
+    const t0 = Date.now()
+    live.add(this)
+    installExitHandler()
+    await this.prepareBaseDir()
+    const ports = await findFreePorts(1 + this.opts.replicas, HOST)
+    const primary = this.addState(ports[0]!, 'primary', undefined)
+    await this.initdb(primary)
+    await this.startNode(primary, this.deadline())
+    if (this.opts.database !== 'postgres') {
+      await queryRows(
+        this.target(primary),
+        this.opts.timeoutMs,
+        `CREATE DATABASE ${quoteIdent(this.opts.database)}`,
+      )
+    }
+    this.opts.log(
+      `pgsplit/testing: primary ${primary.name} up on ${HOST}:${primary.port} (${Date.now() - t0} ms)`,
+    )
+    // Base backups and starts in parallel: each has its own slot, directory and port.
+    const standbys = ports.slice(1).map((port) => this.addState(port, 'standby', 0))
+    await Promise.all(standbys.map((s) => this.cloneAndStart(s, primary, this.deadline())))
+    if (this.opts.syncCount > 0) await this.updateSynchronousNames(primary, standbys.length)
+    this.opts.log(
+      `pgsplit/testing: cluster of 1 primary + ${standbys.length} standbys up in ${Date.now() - t0} ms (${this.baseDir})`,
+    )
+  }
+
+  private addState(port: number, kind: NodeState['kind'], upstream: number | undefined): NodeState {
+    const index = this.states.length
+    const name = `node${index}`
+    const s: NodeState = {
+      index,
+      name,
+      port,
+      dataDir: join(this.baseDir, name),
+      logFile: join(this.baseDir, `${name}.log`),
+      kind,
+      upstream,
+      proc: undefined,
+      started: false,
+    }
+    this.states.push(s)
+    return s
+  }
+
+  private async prepareBaseDir(): Promise<void> {
+    if (this.osUser) {
+      // The servers run as the postgres user: it must own the base directory and reach it.
+      await chown(this.baseDir, this.osUser.uid, this.osUser.gid)
+      for (let dir = dirname(this.baseDir); ; dir = dirname(dir)) {
+        const st = await stat(dir)
+        if ((st.mode & 0o001) === 0) {
+          this.opts.log(
+            `pgsplit/testing: adding o+x to ${dir} so the postgres user can reach ${this.baseDir}`,
+          )
+          await chmod(dir, (st.mode & 0o7777) | 0o001)
+        }
+        if (dirname(dir) === dir) break
+      }
+    }
+    if (this.socketDir) {
+      await mkdir(this.socketDir, { mode: 0o700 })
+      if (this.osUser) await chown(this.socketDir, this.osUser.uid, this.osUser.gid)
+    }
+    // The standbys and tools read the password from here: it never goes into a conninfo or a log.
+    await this.writeServerFile(this.passfile, pgpassLine(this.opts.user, this.opts.password))
+  }
+
+  private async initdb(s: NodeState): Promise<void> {
+    const pwfile = join(this.baseDir, 'pwfile')
+    await this.writeServerFile(pwfile, `${this.opts.password}\n`)
+    try {
+      await runTool(
+        this.bins.paths.initdb,
+        [
+          '-D',
+          s.dataDir,
+          '-U',
+          this.opts.user,
+          `--pwfile=${pwfile}`,
+          '--auth-local=trust',
+          '--auth-host=scram-sha-256',
+          // pg_rewind needs checksums or wal_log_hints; checksums also catch corruption in tests.
+          '--data-checksums',
+          '--encoding=UTF8',
+          '--locale=C',
+          '--no-sync',
+        ],
+        { user: this.osUser, timeoutMs: this.opts.timeoutMs, node: s.name },
+      )
+    } finally {
+      await rm(pwfile, { force: true })
+    }
+    const conf = join(s.dataDir, 'postgresql.conf')
+    await this.writeServerFile(conf, (await readFile(conf, 'utf8')) + sharedSettings(this.opts.settings))
+    await this.writeServerFile(join(s.dataDir, 'pg_hba.conf'), hbaConf())
+  }
+
+  /** pg_basebackup of `from` into `s`'s directory, then starts `s` as its standby. */
+  private async cloneAndStart(s: NodeState, from: NodeState, deadline: number): Promise<void> {
+    const t0 = Date.now()
+    await this.ensureSlot(from, s.name, deadline)
+    await runTool(
+      this.bins.paths.pg_basebackup,
+      [
+        '-D',
+        s.dataDir,
+        '-d',
+        this.conninfoFor(from, s.name),
+        '-S',
+        s.name,
+        '-X',
+        'stream',
+        // A spread checkpoint would make the backup wait for minutes.
+        '--checkpoint=fast',
+        '--no-sync',
+        '--no-password',
+      ],
+      { user: this.osUser, timeoutMs: remaining(deadline), node: s.name },
+    )
+    await this.configureStandby(s, from)
+    await this.startNode(s, deadline)
+    this.opts.log(
+      `pgsplit/testing: standby ${s.name} streaming from ${from.name} on ${HOST}:${s.port} (${Date.now() - t0} ms)`,
+    )
+  }
+
+  // --- operations ---------------------------------------------------------------------------
+
+  async kill(i: number): Promise<void> {
+    const s = this.node(i)
+    const deadline = this.deadline()
+    const proc = s.proc
+    // Only our own child: its PID cannot have been reused by another process while unreaped,
+    // which a stale postmaster.pid after an earlier kill can't promise.
+    const pid = proc?.pid
+    if (!proc || pid === undefined) return
+    const filePid = await this.postmasterPid(s)
+    if (filePid !== undefined && filePid !== pid) {
+      throw new TestClusterError(
+        `pgsplit/testing: ${s.name}: postmaster.pid names ${filePid}, expected ${pid}`,
+        s.name,
+      )
+    }
+    // The backends outlive the postmaster for a moment; a restart must not race them.
+    const children = await childPids(pid)
+    signalProcess(pid, 'SIGKILL')
+    await waitFor(
+      'exit of the postmaster after SIGKILL',
+      { node: s.name, timeoutMs: remaining(deadline) },
+      async (note) => {
+        if (s.proc === proc || (await processState(pid)) !== 'gone') {
+          note(`postmaster ${pid} still exists`)
+          return undefined
+        }
+        for (const child of children) {
+          // A zombie holds no lock, port or shared memory: it only waits to be reaped by init.
+          if ((await processState(child)) === 'alive') {
+            note(`server process ${child} still running`)
+            return undefined
+          }
+        }
+        return true
+      },
+    )
+    this.opts.log(`pgsplit/testing: ${s.name} killed (pid ${pid})`)
+  }
+
+  async stop(i: number): Promise<void> {
+    const s = this.node(i)
+    await this.stopNode(s, 'fast', this.deadline())
+    this.opts.log(`pgsplit/testing: ${s.name} stopped`)
+  }
+
+  async start(i: number): Promise<void> {
+    const s = this.node(i)
+    await this.startNode(s, this.deadline())
+  }
+
+  async promote(i: number): Promise<void> {
+    const s = this.node(i)
+    const deadline = this.deadline()
+    const t0 = Date.now()
+    if (!s.proc)
+      throw new TestClusterError(`pgsplit/testing: cannot promote ${s.name}: it is not running`, s.name)
+    if (s.kind !== 'standby')
+      throw new TestClusterError(`pgsplit/testing: cannot promote ${s.name}: it is not a standby`, s.name)
+    const waitSeconds = Math.max(1, Math.ceil(remaining(deadline) / 1000))
+    await queryRows(this.target(s), remaining(deadline), 'SELECT pg_promote(true, $1)', [waitSeconds])
+    await waitFor(
+      'promotion (leaving recovery and accepting a write)',
+      this.waitOpts(s, deadline),
+      async (note) => {
+        return withClient(this.target(s), remaining(deadline), async (c) => {
+          const { rows } = await c.query<{ rec: boolean }>('SELECT pg_is_in_recovery() AS rec')
+          if (rows[0]?.rec !== false) {
+            note('still in recovery')
+            return undefined
+          }
+          // A real write (an xid commit); local commit so it does not wait for synchronous standbys.
+          await c.query('BEGIN')
+          await c.query('SET LOCAL synchronous_commit = local')
+          await c.query('SELECT txid_current()')
+          await c.query('COMMIT')
+          return true
+        })
+      },
+    )
+    // Right after promotion the control file still names the old timeline until a checkpoint;
+    // pg_rewind against this node would then rewind wrongly or not at all.
+    await queryRows(this.target(s), remaining(deadline), 'CHECKPOINT')
+    s.kind = 'primary'
+    s.upstream = undefined
+    this.primaryIndex = s.index
+    if (this.opts.syncCount > 0) await this.updateSynchronousNames(s, 0)
+    this.opts.log(`pgsplit/testing: ${s.name} promoted (${Date.now() - t0} ms)`)
+  }
+
+  async repoint(i: number, j: number): Promise<void> {
+    const s = this.node(i)
+    const up = this.node(j)
+    const deadline = this.deadline()
+    const t0 = Date.now()
+    if (s === up) throw new TestClusterError(`pgsplit/testing: ${s.name} cannot stream from itself`, s.name)
+    if (s.kind !== 'standby') {
+      throw new TestClusterError(
+        `pgsplit/testing: cannot repoint ${s.name}: it is a primary; use rejoin(${i}, ${j}) to make it a standby`,
+        s.name,
+      )
+    }
+    if (!up.proc)
+      throw new TestClusterError(
+        `pgsplit/testing: cannot repoint ${s.name} to ${up.name}: ${up.name} is not running`,
+        s.name,
+      )
+    const previous = s.upstream === undefined ? undefined : this.states[s.upstream]
+    await this.ensureSlot(up, s.name, deadline)
+    s.upstream = up.index
+    if (s.proc) {
+      const logOffset = await this.logSize(s)
+      // PG 13+: a changed primary_conninfo restarts the WAL receiver on reload, no restart needed.
+      await withClient(this.target(s), remaining(deadline), async (c) => {
+        await c.query(`ALTER SYSTEM SET primary_conninfo = ${quoteLiteral(this.conninfoFor(up, s.name))}`)
+        await c.query(`ALTER SYSTEM SET primary_slot_name = ${quoteLiteral(s.name)}`)
+        await c.query('SELECT pg_reload_conf()')
+      })
+      await this.waitStreaming(s, up, deadline, logOffset)
+    } else {
+      await this.configureStandby(s, up)
+      await this.startNode(s, deadline)
+    }
+    if (previous && previous !== up && previous.proc) await this.dropSlot(previous, s.name, deadline)
+    this.opts.log(`pgsplit/testing: ${s.name} streams from ${up.name} (${Date.now() - t0} ms)`)
+  }
+
+  async rejoin(i: number, j: number): Promise<void> {
+    const s = this.node(i)
+    const up = this.node(j)
+    const deadline = this.deadline()
+    const t0 = Date.now()
+    if (s === up) throw new TestClusterError(`pgsplit/testing: ${s.name} cannot rejoin itself`, s.name)
+    if (!up.proc)
+      throw new TestClusterError(
+        `pgsplit/testing: cannot rejoin ${s.name} to ${up.name}: ${up.name} is not running`,
+        s.name,
+      )
+    await this.stopNode(s, 'fast', deadline)
+    // pg_rewind reads the source's timeline from its control file, which a checkpoint updates.
+    await queryRows(this.target(up), remaining(deadline), 'CHECKPOINT')
+    await this.ensureSlot(up, s.name, deadline)
+    const { stdout, stderr } = await runTool(
+      this.bins.paths.pg_rewind,
+      [`--target-pgdata=${s.dataDir}`, `--source-server=${this.conninfoFor(up, s.name)}`, '--no-sync'],
+      { user: this.osUser, timeoutMs: remaining(deadline), node: s.name },
+    )
+    const rewound = !/no rewind required/i.test(stdout + stderr)
+    // Slots of its time as a primary would pin WAL on the standby forever; pg_rewind keeps them.
+    await this.clearSlots(s)
+    s.kind = 'standby'
+    await this.configureStandby(s, up)
+    await this.startNode(s, deadline)
+    this.opts.log(
+      `pgsplit/testing: ${s.name} rejoined as a standby of ${up.name}${rewound ? '' : ' (no rewind was needed)'} (${Date.now() - t0} ms)`,
+    )
+  }
+
+  async pauseReplay(i: number): Promise<void> {
+    await this.setReplayPaused(this.node(i), true)
+  }
+
+  async resumeReplay(i: number): Promise<void> {
+    await this.setReplayPaused(this.node(i), false)
+  }
+
+  async addReplica(): Promise<TestNode> {
+    if (this.destroyPromise) throw new TestClusterError('pgsplit/testing: the cluster was destroyed')
+    const primary = this.states[this.primaryIndex]!
+    if (!primary.proc) {
+      throw new TestClusterError(
+        `pgsplit/testing: cannot add a replica: the primary ${primary.name} is not running`,
+      )
+    }
+    const s = this.addState(await findFreePort(HOST), 'standby', primary.index)
+    try {
+      await this.cloneAndStart(s, primary, this.deadline())
+    } catch (err) {
+      // Leave no half-made node in `nodes`; its directory goes with destroy().
+      await this.stopNode(s, 'immediate', this.deadline()).catch(() => {})
+      // Names and upstream links are indexes: only the last node can go without renumbering.
+      if (this.states.at(-1) === s) this.states.pop()
+      throw err
+    }
+    if (this.opts.syncCount > 0) {
+      const streaming = this.states.filter(
+        (n) => n.proc && n.kind === 'standby' && n.upstream === primary.index,
+      )
+      await this.updateSynchronousNames(primary, streaming.length)
+    }
+    return this.snapshot(s)
+  }
+
+  destroy(): Promise<void> {
+    this.destroyPromise ??= this.doDestroy()
+    return this.destroyPromise
+  }
+
+  private async doDestroy(): Promise<void> {
+    const deadline = Date.now() + Math.min(this.opts.timeoutMs, 30_000)
+    await Promise.all(this.states.map((s) => this.stopNode(s, 'immediate', deadline).catch(() => {})))
+    // stopNode escalates to SIGKILL itself; this covers a stop that failed some other way.
+    for (const s of this.states) if (s.proc?.pid) signalProcess(s.proc.pid, 'SIGKILL')
+    live.delete(this)
+    await rm(this.baseDir, { recursive: true, force: true, maxRetries: 5, retryDelay: 100 })
+    this.opts.log(`pgsplit/testing: cluster destroyed, ${this.baseDir} removed`)
+  }
+
+  /** Best effort at process exit: SIGKILL every server and remove the files, synchronously. */
+  killSync(): void {
+    for (const s of this.states) if (s.proc?.pid) signalProcess(s.proc.pid, 'SIGKILL')
+    try {
+      rmSync(this.baseDir, { recursive: true, force: true, maxRetries: 3, retryDelay: 50 })
+    } catch {
+      // Nothing more can be done while the process exits.
+    }
+  }
+
+  // --- building blocks ----------------------------------------------------------------------
+
+  private deadline(): number {
+    return Date.now() + this.opts.timeoutMs
+  }
+
+  private waitOpts(
+    s: NodeState,
+    deadline: number,
+  ): { node: string; timeoutMs: number; details: () => Promise<string> } {
+    return { node: s.name, timeoutMs: remaining(deadline), details: () => this.logDetails(s) }
+  }
+
+  private async logDetails(s: NodeState): Promise<string> {
+    const tail = await fileTail(s.logFile, 12)
+    return tail ? `last lines of ${s.logFile}:\n${tail}` : ''
+  }
+
+  /** Connection string from a tool or standby to `up`; the password comes from the passfile. */
+  private conninfoFor(up: NodeState, applicationName: string): string {
+    return conninfo({
+      host: HOST,
+      port: up.port,
+      user: this.opts.user,
+      passfile: this.passfile,
+      // Names the standby in pg_stat_replication and in synchronous_standby_names.
+      application_name: applicationName,
+      dbname: 'postgres',
+    })
+  }
+
+  /** Writes a file the server (postgres user) must own. */
+  private async writeServerFile(path: string, content: string): Promise<void> {
+    await writeFile(path, content, { mode: 0o600 })
+    if (this.osUser) await chown(path, this.osUser.uid, this.osUser.gid)
+  }
+
+  /** standby.signal plus primary_conninfo / primary_slot_name for streaming from `up`. */
+  private async configureStandby(s: NodeState, up: NodeState): Promise<void> {
+    const autoConf = join(s.dataDir, 'postgresql.auto.conf')
+    const current = await readFile(autoConf, 'utf8').catch(() => '')
+    await this.writeServerFile(
+      autoConf,
+      withAutoSettings(current, {
+        primary_conninfo: this.conninfoFor(up, s.name),
+        primary_slot_name: s.name,
+      }),
+    )
+    await this.writeServerFile(join(s.dataDir, 'standby.signal'), '')
+    s.kind = 'standby'
+    s.upstream = up.index
+  }
+
+  private async clearSlots(s: NodeState): Promise<void> {
+    const dir = join(s.dataDir, 'pg_replslot')
+    const entries = await readdir(dir).catch(() => [])
+    await Promise.all(entries.map((e) => rm(join(dir, e), { recursive: true, force: true })))
+  }
+
+  private async ensureSlot(on: NodeState, slot: string, deadline: number): Promise<void> {
+    await queryRows(
+      this.target(on),
+      remaining(deadline),
+      `SELECT pg_create_physical_replication_slot($1, true)
+        WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)`,
+      [slot],
+    )
+  }
+
+  /** Drops a slot no standby uses any more, so it does not pin WAL on `on`. Best effort. */
+  private async dropSlot(on: NodeState, slot: string, deadline: number): Promise<void> {
+    await queryRows(
+      this.target(on),
+      remaining(deadline),
+      'SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active',
+      [slot],
+    ).catch(() => {})
+  }
+
+  private async postmasterPid(s: NodeState): Promise<number | undefined> {
+    try {
+      const pid = Number.parseInt(
+        (await readFile(join(s.dataDir, 'postmaster.pid'), 'utf8')).split('\n')[0] ?? '',
+        10,
+      )
+      return Number.isInteger(pid) && pid > 0 ? pid : undefined
+    } catch {
+      return undefined
+    }
+  }
+
+  /**
+   * Starts `s` with its port file rewritten; returns when it accepts connections in the expected
+   * role and, for a standby whose upstream runs, when it streams from it.
+   */
+  private async startNode(s: NodeState, deadline: number): Promise<void> {
+    if (s.proc) return
+    const t0 = Date.now()
+    let logOffset = 0
+    for (let attempt = 1; ; attempt++) {
+      logOffset = await this.logSize(s)
+      await this.writeServerFile(
+        join(s.dataDir, NODE_CONF_FILE),
+        nodeSettings({ name: s.name, port: s.port, socketDir: this.socketDir }),
+      )
+      const proc = this.spawnServer(s)
+      try {
+        await this.waitAccepting(s, proc, deadline)
+        break
+      } catch (err) {
+        const output = await this.logSince(s, logOffset)
+        // Another process took the port between our probe and the server's bind. Before the
+        // first start nobody has the URL yet, so a new port is still fine.
+        if (s.started || attempt >= 4 || !/could not bind|address already in use/i.test(output)) throw err
+        const port = await findFreePort(HOST)
+        this.opts.log(`pgsplit/testing: ${s.name}: port ${s.port} was taken, using ${port}`)
+        s.port = port
+      }
+    }
+    s.started = true
+    this.opts.log(`pgsplit/testing: ${s.name} accepts connections (${s.kind}, ${Date.now() - t0} ms)`)
+    const up = s.upstream === undefined ? undefined : this.states[s.upstream]
+    if (s.kind === 'standby' && up?.proc) await this.waitStreaming(s, up, deadline, logOffset)
+  }
+
+  private spawnServer(s: NodeState): ChildProcess {
+    if (this.destroyPromise) throw new TestClusterError('pgsplit/testing: the cluster was destroyed', s.name)
+    const fd = openSync(s.logFile, 'a', 0o600)
+    let proc: ChildProcess
+    try {
+      // Our own child (not pg_ctl's orphan): when it dies we reap it at once, so a kill -9 is
+      // over in milliseconds instead of waiting for init to reap it.
+      proc = spawn(this.bins.paths.postgres, ['-D', s.dataDir], {
+        cwd: '/',
+        env: toolEnv(this.osUser),
+        stdio: ['ignore', fd, fd],
+        ...spawnIdentity(this.osUser),
+      })
+    } finally {
+      closeSync(fd)
+    }
+    proc.unref()
+    s.proc = proc
+    const gone = (): void => {
+      if (s.proc === proc) s.proc = undefined
+    }
+    proc.once('exit', gone)
+    proc.once('error', gone)
+    return proc
+  }
+
+  private async waitAccepting(s: NodeState, proc: ChildProcess, deadline: number): Promise<void> {
+    const expectRecovery = s.kind === 'standby'
+    await waitFor(
+      `start as a ${s.kind} (accepting connections)`,
+      this.waitOpts(s, deadline),
+      async (note) => {
+        if (s.proc !== proc) throw new StopWaiting('server process exited during start-up')
+        try {
+          const [row] = await queryRows<{ rec: boolean }>(
+            this.target(s),
+            remaining(deadline),
+            'SELECT pg_is_in_recovery() AS rec',
+          )
+          if (row?.rec !== expectRecovery) {
+            throw new StopWaiting(
+              `came up ${row?.rec ? 'in recovery (a standby)' : 'as a primary'}, expected a ${s.kind}`,
+            )
+          }
+          return true
+        } catch (err) {
+          if (err instanceof StopWaiting) throw err
+          note(err instanceof Error ? err.message : String(err))
+          return undefined
+        }
+      },
+    )
+  }
+
+  /**
+   * Waits until `s` streams from `up`: its WAL receiver is streaming, connected to `up`'s port
+   * and on `up`'s current timeline. (pg_stat_replication on the upstream can show 'streaming'
+   * for a standby that cannot follow; the receiver's side is what counts.) A standby that
+   * replayed past the fork point of `up`'s timeline never will: its log says so after
+   * `logOffset`, and the wait ends at once with advice instead of running into the timeout.
+   */
+  private async waitStreaming(
+    s: NodeState,
+    up: NodeState,
+    deadline: number,
+    logOffset: number,
+  ): Promise<void> {
+    await waitFor(`streaming from ${up.name} (port ${up.port})`, this.waitOpts(s, deadline), async (note) => {
+      if (!s.proc) throw new StopWaiting('server process exited')
+      const timeline = await this.timelineOf(up, deadline)
+      const [r] = await queryRows<{
+        status: string
+        sender_port: number | null
+        received_tli: number | null
+      }>(
+        this.target(s),
+        remaining(deadline),
+        'SELECT status, sender_port, received_tli FROM pg_stat_wal_receiver',
+      )
+      if (r?.status === 'streaming' && r.sender_port === up.port && r.received_tli === timeline) return true
+      note(
+        r
+          ? `WAL receiver ${r.status}, sender port ${r.sender_port}, timeline ${r.received_tli}; ${up.name} is on timeline ${timeline}`
+          : `no WAL receiver; ${up.name} is on timeline ${timeline}`,
+      )
+      if (/forked off current database system timeline/.test(await this.logSince(s, logOffset))) {
+        throw new StopWaiting(
+          `cannot follow ${up.name}: it replayed WAL past the point where ${up.name}'s timeline ${timeline} ` +
+            `forked off; rejoin(${s.index}, ${up.index}) rewinds it (pg_rewind) and makes it follow`,
+        )
+      }
+      return undefined
+    })
+  }
+
+  private async logSize(s: NodeState): Promise<number> {
+    return (await stat(s.logFile).catch(() => undefined))?.size ?? 0
+  }
+
+  /** What the server wrote to its log after byte `offset`. */
+  private async logSince(s: NodeState, offset: number): Promise<string> {
+    const content = await readFile(s.logFile).catch(() => Buffer.alloc(0))
+    return content.subarray(offset).toString('utf8')
+  }
+
+  /** A primary's timeline from its current WAL file name (its control file lags after promotion). */
+  private async timelineOf(s: NodeState, deadline: number): Promise<number> {
+    const [row] = await queryRows<{ tli: number }>(
+      this.target(s),
+      remaining(deadline),
+      `SELECT CASE WHEN pg_is_in_recovery()
+          THEN coalesce((SELECT received_tli FROM pg_stat_wal_receiver), (SELECT timeline_id FROM pg_control_checkpoint()))
+          ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int
+        END AS tli`,
+    )
+    if (!row) throw new Error(`no timeline from ${s.name}`)
+    return row.tli
+  }
+
+  /**
+   * Stops `s` and waits until its postmaster is gone. 'fast' (SIGINT) ends sessions and writes
+   * a shutdown checkpoint; 'immediate' (SIGQUIT) skips it, and SIGKILL follows if it hangs.
+   */
+  private async stopNode(s: NodeState, mode: 'fast' | 'immediate', deadline: number): Promise<void> {
+    const proc = s.proc
+    if (!proc?.pid) return
+    const pid = proc.pid
+    signalProcess(pid, mode === 'fast' ? 'SIGINT' : 'SIGQUIT')
+    const exited = async (): Promise<true | undefined> => (s.proc === proc ? undefined : true)
+    if (mode === 'fast') {
+      await waitFor('fast shutdown', this.waitOpts(s, deadline), exited)
+      return
+    }
+    try {
+      await waitFor(
+        'immediate shutdown',
+        { node: s.name, timeoutMs: Math.min(remaining(deadline), 10_000) },
+        exited,
+      )
+    } catch {
+      signalProcess(pid, 'SIGKILL')
+      await waitFor('exit after SIGKILL', { node: s.name, timeoutMs: 5_000 }, exited)
+    }
+  }
+
+  private async setReplayPaused(s: NodeState, paused: boolean): Promise<void> {
+    const deadline = this.deadline()
+    if (!s.proc || s.kind !== 'standby') {
+      throw new TestClusterError(`pgsplit/testing: ${s.name} is not a running standby`, s.name)
+    }
+    await queryRows(
+      this.target(s),
+      remaining(deadline),
+      paused ? 'SELECT pg_wal_replay_pause()' : 'SELECT pg_wal_replay_resume()',
+    )
+    // From PG 14 on, true also while the pause is only requested: replay then stops before the
+    // next record, which is what callers rely on.
+    await waitFor(
+      paused ? 'pause of WAL replay' : 'resume of WAL replay',
+      this.waitOpts(s, deadline),
+      async (note) => {
+        const [row] = await queryRows<{ paused: boolean }>(
+          this.target(s),
+          remaining(deadline),
+          'SELECT pg_is_wal_replay_paused() AS paused',
+        )
+        note(`pg_is_wal_replay_paused() = ${row?.paused}`)
+        return row?.paused === paused ? true : undefined
+      },
+    )
+    this.opts.log(`pgsplit/testing: ${s.name} replay ${paused ? 'paused' : 'resumed'}`)
+  }
+
+  /**
+   * Sets synchronous_standby_names on `primary` to a quorum over every other node, by
+   * application_name (= node name). Returns once `expected` standbys are quorum candidates
+   * (every one streaming with a flush position reported; 'async' until then), so pg_stat_replication
+   * is settled when the caller looks.
+   */
+  private async updateSynchronousNames(primary: NodeState, expected: number): Promise<void> {
+    const deadline = this.deadline()
+    const names = this.states.filter((s) => s !== primary).map((s) => s.name)
+    const value = synchronousStandbyNames(this.opts.syncCount, names)
+    await withClient(this.target(primary), remaining(deadline), async (c) => {
+      await c.query(`ALTER SYSTEM SET synchronous_standby_names = ${quoteLiteral(value)}`)
+      await c.query('SELECT pg_reload_conf()')
+    })
+    if (expected === 0) return
+    await waitFor(
+      `${expected} standby(s) in the synchronous quorum`,
+      this.waitOpts(primary, deadline),
+      async (note) => {
+        const [row] = await queryRows<{ n: number }>(
+          this.target(primary),
+          remaining(deadline),
+          `SELECT count(*)::int AS n FROM pg_stat_replication WHERE sync_state IN ('sync', 'quorum')`,
+        )
+        note(`${row?.n ?? 0} synchronous standbys in pg_stat_replication`)
+        return (row?.n ?? 0) >= expected ? true : undefined
+      },
+    )
+  }
+}
+
+function remaining(deadline: number): number {
+  return Math.max(1, deadline - Date.now())
+}
+
+// --- clean-up at process exit ---------------------------------------------------------------
+
+const live = new Set<LocalCluster>()
+let exitHandlerInstalled = false
+
+/** One 'exit' listener for every cluster: kills servers a test suite forgot to destroy(). */
+function installExitHandler(): void {
+  if (exitHandlerInstalled) return
+  exitHandlerInstalled = true
+  process.on('exit', () => {
+    for (const cluster of live) cluster.killSync()
+  })
+}
