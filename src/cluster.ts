@@ -104,10 +104,10 @@ type QueryText = string | pg.QueryConfig
 type QueryArg = unknown[] | QueryOptions | Callback<pg.QueryResult> | undefined
 
 interface Submittable {
-  submit: (connection: unknown) => void
+  submit(connection: unknown): void
   text?: string
-  handleError?: (err: Error, connection?: unknown) => void
-  on?: (event: string, listener: (...args: unknown[]) => void) => unknown
+  handleError?(err: Error, connection?: unknown): void
+  on?(event: string, listener: (...args: unknown[]) => void): unknown
 }
 
 interface QueryableFlags {
@@ -309,8 +309,8 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     values: unknown[] | undefined,
     callback: Callback<pg.QueryResult<R>>,
   ): void
-  query<T extends Submittable>(submittable: T, options?: QueryOptions): T
-  query(text: QueryText | Submittable, a?: QueryArg, b?: QueryArg, c?: QueryArg): unknown {
+  query<T extends pg.Submittable>(submittable: T, options?: QueryOptions): T
+  query(text: QueryText | pg.Submittable, a?: QueryArg, b?: QueryArg, c?: QueryArg): unknown {
     let values: unknown[] | undefined
     let options: QueryOptions | undefined
     let callback: Callback<pg.QueryResult> | undefined
@@ -321,7 +321,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       else if (typeof arg === 'object') options = arg
     }
     if (isSubmittable(text)) return this.#submit(text, options)
-    const promise = this.#query(text, values, options)
+    const promise = this.#query(text as QueryText, values, options)
     if (callback === undefined) return promise
     const cb = callback
     promise.then(
@@ -445,6 +445,12 @@ export class Cluster extends EventEmitter<ClusterEvents> {
         return this.#runOn(primary, config)
       }
     }
+    if (this.#config.onNoReplica === 'error') {
+      throw new NoReplicaAvailableError(
+        `read failed on ${node.name} (${describeError(err)}) and no other replica is up and within maxLag (onNoReplica: 'error')`,
+        { cause: err },
+      )
+    }
     throw err
   }
 
@@ -520,7 +526,20 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     node.inFlight++
     node.queries++
     try {
-      return await node.pool.query(config)
+      // Not pool.query(): it destroys the connection on ANY error, so a burst of SQL errors
+      // became a burst of reconnects (auth, connect timeouts) against the node. A connection
+      // is thrown away only when it is broken.
+      const client = await node.pool.connect()
+      try {
+        const result = await client.query(config)
+        client.release()
+        return result
+      } catch (err) {
+        const flags = client as unknown as QueryableFlags
+        const broken = isConnectionError(err) || flags._queryable === false || flags._ending === true
+        client.release(broken ? (err as Error) : undefined)
+        throw err
+      }
     } catch (err) {
       node.errors++
       throw err

@@ -73,9 +73,13 @@ export class CausalSession {
     this.primaryUntil = Math.max(this.primaryUntil, untilMs)
   }
 
-  /** Waits for tokens still being fetched, then returns the latest. */
+  /**
+   * Waits for the tokens being fetched now (of writes acknowledged before this call), then
+   * returns the latest. Writes that start later are not waited for: under a steady write
+   * load a reader must not starve.
+   */
   async token(): Promise<WriteToken | null> {
-    while (this.#pending.size > 0) await Promise.allSettled([...this.#pending])
+    if (this.#pending.size > 0) await Promise.allSettled([...this.#pending])
     return this.#token
   }
 

@@ -178,7 +178,7 @@ describe('routing by statement', () => {
       }),
     ).rejects.toThrow('boom')
     const { rows } = await db.primary.query("SELECT count(*)::int AS n FROM items WHERE name = 'rolled-back'")
-    expect(rows[0].n).toBe(0)
+    expect(rows[0]?.n).toBe(0)
     const level = await db.transaction(async (tx) => (await tx.query('SHOW transaction_isolation')).rows[0], {
       isolationLevel: 'serializable',
       readOnly: true,

@@ -1,8 +1,8 @@
-import type { Cluster } from '../../src/index.js'
+import type { RoleTarget } from '../../src/index.js'
 
 /** The port of the server that ran `sql` (a statement returning `inet_server_port() AS p`). */
 export async function portOf(
-  db: Pick<Cluster, 'query'>,
+  db: Pick<RoleTarget, 'query'>,
   sql = 'SELECT inet_server_port() AS p',
 ): Promise<number> {
   const { rows } = await db.query<{ p: number }>(sql)
