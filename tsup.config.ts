@@ -16,7 +16,7 @@ export default defineConfig([
     platform: 'node',
     splitting: false,
     // Runtime and peer dependencies stay external: users bring their own copies.
-    external: ['pg', 'pg-pool', 'kysely', 'fastify', 'fastify-plugin', 'testcontainers', '@testcontainers/postgresql'],
+    external: ['pg', 'pg-pool', 'kysely', 'fastify', 'fastify-plugin', 'testcontainers'],
   },
   {
     entry: { 'cli/index': 'src/cli/index.ts' },
