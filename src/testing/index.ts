@@ -48,7 +48,9 @@ export async function startCluster(opts: StartClusterOptions = {}): Promise<Test
     case 'auto': {
       const docker = await loadDockerBackend()
       if (docker && (await docker.dockerAvailable())) return docker.startDockerCluster(opts)
-      opts.log?.('pgsplit/testing: no Docker engine answered, using the local backend')
+      opts.log?.(
+        'pgsplit/testing: no usable Docker backend (no engine answered, or testcontainers did not load), using the local backend',
+      )
       return startLocalCluster(opts)
     }
     default:
