@@ -11,10 +11,9 @@ export default defineConfig([
     format: ['esm', 'cjs'],
     dts: true,
     sourcemap: true,
-    clean: true,
     target: 'node20',
     platform: 'node',
-    splitting: false,
+    splitting: true,
     // Runtime and peer dependencies stay external: users bring their own copies.
     external: ['pg', 'pg-pool', 'kysely', 'fastify', 'fastify-plugin', 'testcontainers'],
   },

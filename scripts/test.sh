@@ -5,5 +5,5 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 npx biome check .
 npx tsc --noEmit -p tsconfig.json
-npx tsup --silent
+npm run --silent build -- --silent
 npx vitest run "$@"

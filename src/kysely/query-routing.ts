@@ -1,0 +1,126 @@
+import type { CompiledQuery, OperationNode } from 'kysely'
+import { type Classification, classify } from '../index.js'
+
+/** Options of the SQL classifier: user functions that write (as `ClusterConfig.writeFunctions`). */
+export interface ClassifierOptions {
+  writeFunctions?: readonly string[]
+}
+
+/**
+ * Where a compiled Kysely query runs, decided from its root operation node.
+ *
+ * - `pin: true`: the statement writes, holds session state or controls a transaction. It runs on the
+ *   connection's pinned primary client (taken on first need, kept until the connection is released),
+ *   so that whatever it leaves in the session (temp tables, `SET`, advisory locks, `currval`) is
+ *   there for the next statement of the same connection.
+ * - `pin: false`: a read. Routed on its own through `cluster.query()` (replica, lag, causal tokens,
+ *   `onPrimary` scopes, 25006 self-correction), unless the connection is already pinned.
+ */
+export interface QueryRoute {
+  readonly pin: boolean
+  /** Set for BEGIN / COMMIT / ROLLBACK / SAVEPOINT ...: the connection tracks its transaction. */
+  readonly transactionControl?: Classification['transactionControl']
+}
+
+const READ: QueryRoute = Object.freeze({ pin: false })
+const WRITE: QueryRoute = Object.freeze({ pin: true })
+
+const DATA_MODIFYING = new Set(['InsertQueryNode', 'UpdateQueryNode', 'DeleteQueryNode', 'MergeQueryNode'])
+const ROW_LOCKS = new Set(['ForUpdate', 'ForNoKeyUpdate', 'ForShare', 'ForKeyShare'])
+/** Nodes whose SQL the node tree does not explain: the statement's text is classified. */
+const OPAQUE = new Set(['RawNode', 'FunctionNode'])
+/** Nodes that hold user values (objects that may have a `kind` of their own): not descended into. */
+const VALUES = new Set(['ValueNode', 'ValueListNode', 'PrimitiveValueListNode', 'DefaultInsertValueNode'])
+
+type Scan = 'write' | 'opaque' | 'read'
+
+function isNode(value: unknown): value is OperationNode {
+  return typeof value === 'object' && value !== null && typeof (value as { kind?: unknown }).kind === 'string'
+}
+
+/**
+ * Looks through a SELECT tree (subqueries, CTEs, joins, set operations, at any depth) for a
+ * data-modifying statement or a row-locking clause (`write`), and for raw SQL or function calls
+ * whose effect only the SQL text tells (`opaque`).
+ */
+export function scanSelect(root: OperationNode): Scan {
+  let opaque = false
+  const stack: unknown[] = [root]
+  while (stack.length > 0) {
+    const value = stack.pop()
+    if (Array.isArray(value)) {
+      for (const item of value) stack.push(item)
+      continue
+    }
+    if (!isNode(value)) continue
+    const kind = value.kind
+    if (DATA_MODIFYING.has(kind)) return 'write'
+    if (kind === 'SelectModifierNode') {
+      const modifier = (value as { modifier?: string }).modifier
+      if (modifier !== undefined && ROW_LOCKS.has(modifier)) return 'write'
+    }
+    if (VALUES.has(kind)) continue
+    if (OPAQUE.has(kind)) opaque = true
+    for (const child of Object.values(value)) {
+      if (typeof child === 'object' && child !== null) stack.push(child)
+    }
+  }
+  return opaque ? 'opaque' : 'read'
+}
+
+/** Classifies SQL texts with the library's classifier and remembers the answers (bounded). */
+export class SqlClassifierCache {
+  readonly #options: ClassifierOptions
+  readonly #cache = new Map<string, Classification>()
+  readonly #max: number
+
+  constructor(options: ClassifierOptions = {}, max = 2000) {
+    this.#options = options
+    this.#max = max
+  }
+
+  classify(sql: string): Classification {
+    const hit = this.#cache.get(sql)
+    if (hit !== undefined) return hit
+    const result = classify(sql, this.#options)
+    if (sql.length <= 8192) {
+      if (this.#cache.size >= this.#max) {
+        const oldest = this.#cache.keys().next()
+        if (oldest.done !== true) this.#cache.delete(oldest.value)
+      }
+      this.#cache.set(sql, result)
+    }
+    return result
+  }
+}
+
+function fromClassification(c: Classification): QueryRoute {
+  if (c.transactionControl !== undefined) return { pin: true, transactionControl: c.transactionControl }
+  return c.kind === 'write' ? WRITE : READ
+}
+
+/**
+ * The route of a compiled query:
+ *
+ * | root node | route |
+ * | --- | --- |
+ * | `SelectQueryNode` | read, unless it locks rows or holds a data-modifying statement at any depth; raw SQL or function calls inside it are classified from the SQL text |
+ * | `InsertQueryNode`, `UpdateQueryNode`, `DeleteQueryNode`, `MergeQueryNode` | primary |
+ * | schema nodes (`CreateTableNode`, `AlterTableNode`, `DropIndexNode`, ...) and any other | primary |
+ * | `RawNode` (`sql\`...\``) | the SQL classifier (`role: 'auto'` rules): reads may go to a replica |
+ */
+export function routeQuery(query: CompiledQuery, classifier: SqlClassifierCache): QueryRoute {
+  const node = query.query
+  switch (node.kind) {
+    case 'SelectQueryNode': {
+      const scan = scanSelect(node)
+      if (scan === 'write') return WRITE
+      if (scan === 'opaque') return fromClassification(classifier.classify(query.sql))
+      return READ
+    }
+    case 'RawNode':
+      return fromClassification(classifier.classify(query.sql))
+    default:
+      return WRITE
+  }
+}
