@@ -160,7 +160,8 @@ const TOP_LEVEL_KEYS = new Set([
 const NODE_ONLY_KEYS = new Set(['url', 'name', 'weight', 'maxLag'])
 
 function describe(value: unknown): string {
-  if (typeof value === 'string') return JSON.stringify(value)
+  // A wrong value may still be a connection string: never echo its password.
+  if (typeof value === 'string') return JSON.stringify(redact(value))
   if (typeof value === 'number' || typeof value === 'boolean' || value === null || value === undefined) {
     return String(value)
   }
@@ -393,15 +394,18 @@ export function normalizeConfig(config: ClusterConfig): NormalizedConfig {
   }
   const seenAddress = new Map<string, string>()
   const seenName = new Set<string>()
+  // The config path of node i, as the user wrote it: nodes[i], or primary / replicas[i - 1].
+  const fieldOf = (i: number): string =>
+    raw.nodes !== undefined ? `nodes[${i}]` : i === 0 ? 'primary' : `replicas[${i - 1}]`
   nodes.forEach((node, i) => {
     const key = `${node.address.host}:${node.address.port}/${node.address.database ?? ''}`
     const other = seenAddress.get(key)
     if (other !== undefined) {
-      throw new ConfigError(node.name, `duplicates node ${other}: both are ${key}`)
+      throw new ConfigError(fieldOf(i), `duplicates node ${other}: both are ${key}`)
     }
     seenAddress.set(key, node.name)
     if (seenName.has(node.name))
-      throw new ConfigError(`nodes[${i}].name`, `duplicates the name ${JSON.stringify(node.name)}`)
+      throw new ConfigError(`${fieldOf(i)}.name`, `duplicates the name ${JSON.stringify(node.name)}`)
     seenName.add(node.name)
   })
 

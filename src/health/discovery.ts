@@ -59,7 +59,6 @@ export class Discovery {
   readonly #events: DiscoveryEvents
   readonly #pollIntervalMs: number
   #running: Promise<void> | null = null
-  #again = false
   #pollTimer: NodeJS.Timeout | null = null
   #lostAt: number | null = null
   #lostName: string | null = null
@@ -84,27 +83,27 @@ export class Discovery {
    */
   trigger(reason: string): Promise<void> {
     if (this.#ended) return Promise.resolve()
-    if (this.#running !== null) {
-      // The loop runs once more after the current run, and this promise covers that run too.
-      this.#again = true
-      this.#lastReason = reason
-      return this.#running
-    }
     this.#lastReason = reason
-    this.#running = this.#loop().finally(() => {
+    if (this.#running !== null) {
+      // One more run after the current one; every trigger made meanwhile shares it. A caller
+      // waits for at most these two runs (each bounded by the probe timeout): a loop that ran
+      // while triggers kept coming (the poll timer, failing writes) could hold callers forever.
+      this.#queued ??= this.#running
+        .catch(() => undefined)
+        .then(() => {
+          this.#queued = null
+          return this.trigger(this.#lastReason)
+        })
+      return this.#queued
+    }
+    this.#running = this.#runOnce(reason).finally(() => {
       this.#running = null
     })
     return this.#running
   }
 
   #lastReason = ''
-
-  async #loop(): Promise<void> {
-    do {
-      this.#again = false
-      await this.#runOnce(this.#lastReason)
-    } while (this.#again && !this.#ended)
-  }
+  #queued: Promise<void> | null = null
 
   async #runOnce(reason: string): Promise<void> {
     const nodes = [...this.#topology.nodes]

@@ -83,10 +83,12 @@ export class HealthMonitor {
     const now = Date.now()
     const primary = this.#topology.primary
     const others = this.#topology.nodes.filter((n) => n !== primary && (all || n.nextProbeAt <= now))
+    // The heartbeat goes first: a caught-up replica has replayed it by the time it is probed,
+    // so its time lag reads as milliseconds, not as one whole probe interval.
+    if (primary !== null && this.#config.healthCheck.heartbeat !== false) await this.#writeHeartbeat(primary)
     const outcomes = await this.probeNodes(others)
     let primaryOutcome: ProbeOutcome | null = null
     if (primary !== null && !this.#ended) {
-      if (this.#config.healthCheck.heartbeat !== false) await this.#writeHeartbeat(primary)
       primaryOutcome = (await this.probeNodes([primary]))[0] ?? null
     }
     if (this.#ended) return
@@ -141,13 +143,23 @@ export class HealthMonitor {
       const current = this.#topology.timeline
       if (this.#topology.primary !== null && result.timeline !== null && result.timeline < current) {
         // An old primary restarted without fencing: writable, but on a timeline the cluster left.
+        const known = node.fenced
         node.role = 'unknown'
         node.fenced = true
+        // First sight of it: discovery looks at every node and reports the split brain.
+        if (!known) {
+          this.#events.suspectPrimaryChange(
+            `${node.name} is writable on timeline ${result.timeline}, behind the cluster's ${current} (split brain)`,
+          )
+        }
       } else {
         this.#events.suspectPrimaryChange(`${node.name} is writable (not in recovery)`)
       }
     } else {
       this.#topology.noteTimeline(result.timeline)
+      // The primary is the reference: no lag (a declared primary never went through setPrimary).
+      node.lagBytes = 0
+      node.lagMs = 0
     }
     if (transition === 'up') this.#events.nodeUp({ node: node.name })
   }

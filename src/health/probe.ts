@@ -86,6 +86,9 @@ export function withDeadline<T>(
   return Promise.race([promise, deadline]).finally(() => clearTimeout(timer))
 }
 
+/** How long a probe runs without the heartbeat table after finding it missing (42P01). */
+const HEARTBEAT_RETRY_MS = 1_000
+
 /**
  * The monitor's own connection to one node: never taken from (or visible in) the user's pool,
  * opened lazily, thrown away on any failure so the next probe starts clean.
@@ -96,6 +99,9 @@ export class NodeProber {
   #client: pg.Client | null = null
   #connecting: Promise<pg.Client> | null = null
   #heartbeatTable: string | null
+  /** The configured table: reading it is tried again after a while when it was missing. */
+  readonly #configuredHeartbeat: string | null
+  #heartbeatRetryAt = 0
   #sql: string
   #ended = false
 
@@ -103,13 +109,15 @@ export class NodeProber {
     this.#node = node
     this.#timeoutMs = timeoutMs
     this.#heartbeatTable = heartbeatTable
+    this.#configuredHeartbeat = heartbeatTable
     this.#sql = probeSql(heartbeatTable)
   }
 
-  /** Stop reading the heartbeat table (it does not exist yet, or was dropped). */
+  /** Stop reading the heartbeat table for a while (it does not exist yet, or was dropped). */
   disableHeartbeat(): void {
     this.#heartbeatTable = null
     this.#sql = probeSql(null)
+    this.#heartbeatRetryAt = Date.now() + HEARTBEAT_RETRY_MS
   }
 
   get heartbeatEnabled(): boolean {
@@ -176,6 +184,15 @@ export class NodeProber {
   }
 
   async probe(): Promise<ProbeResult> {
+    if (
+      this.#heartbeatTable === null &&
+      this.#configuredHeartbeat !== null &&
+      Date.now() >= this.#heartbeatRetryAt
+    ) {
+      // The table is created by the first round, after the first probes: read it once it exists.
+      this.#heartbeatTable = this.#configuredHeartbeat
+      this.#sql = probeSql(this.#configuredHeartbeat)
+    }
     const started = performance.now()
     let rows: ProbeRow[]
     try {

@@ -8,7 +8,9 @@ export interface NodeAddress {
   user: string | undefined
 }
 
-const URL_PASSWORD = /(postgres(?:ql)?:\/\/[^:/@\s]*:)([^@\s]*)(@)/gi
+// The password runs to the '@' that starts the host (URL parsers take the last '@' of the
+// authority): a raw '@' inside a password must not leave its tail visible.
+const URL_PASSWORD = /(postgres(?:ql)?:\/\/[^:/@\s]*:)(\S*?)(@)(?=[^@\s/]*(?:[/\s]|$))/gi
 const KV_PASSWORD = /(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)/gi
 
 /**

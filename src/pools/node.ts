@@ -102,8 +102,26 @@ export class ClusterNode implements ReadCandidate {
 
   #createPool(): pg.Pool {
     const pool = new pg.Pool(this.#config.poolConfig)
+    // pg-pool copies its options with Object.assign, which drops the non-enumerable URL: its
+    // parameters (sslmode, sslrootcert, application_name, options, ...) would be silently lost
+    // for every pooled connection. Put it back, still hidden from JSON and inspection.
+    const url = this.#config.poolConfig.connectionString
+    if (url !== undefined && pool.options.connectionString === undefined) {
+      Object.defineProperty(pool.options, 'connectionString', {
+        value: url,
+        enumerable: false,
+        writable: true,
+        configurable: true,
+      })
+    }
     // An idle client's socket error must never become an unhandled 'error' event.
     pool.on('error', (err) => this.#onIdleError(this, err))
+    // pg-pool removes its error listener from a client while it is checked out. A server that
+    // dies while pgsplit holds a client between two protocol steps (e.g. kill -9: ReadyForQuery
+    // and FATAL 57P01 in one read) then emits 'error' with no listener, which crashes the
+    // process. The failure still surfaces: the client is no longer queryable, and the next use
+    // or the release reports it.
+    pool.on('connect', (client) => client.on('error', ignoreCheckedOutError))
     return pool
   }
 
@@ -177,3 +195,6 @@ export function parseLsn(text: string | null | undefined): bigint | null {
 export function formatLsn(lsn: bigint): string {
   return `${(lsn >> 32n).toString(16).toUpperCase()}/${(lsn & 0xffffffffn).toString(16).toUpperCase()}`
 }
+
+/** See `ClusterNode#createPool`: keeps a checked-out client's 'error' from being unhandled. */
+function ignoreCheckedOutError(): void {}
