@@ -37,5 +37,13 @@ export {
 } from './errors.js'
 export { redact } from './pools/connection-string.js'
 export type { NodeRole, NodeSnapshot, NodeState } from './pools/node.js'
-export { type Classification, classify, type StatementKind } from './router/classify.js'
+export {
+  type Classification,
+  type ClassifyOptions,
+  classify,
+  hasPrimaryHint,
+  PRIMARY_HINT,
+  StatementClassifier,
+  type StatementKind,
+} from './router/classify.js'
 export { formatToken, parseToken, type WriteToken } from './router/consistency.js'

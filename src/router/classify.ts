@@ -30,28 +30,29 @@
  * - A plain '...' string containing a backslash is lexed twice, with and without
  *   `standard_conforming_strings`: the statement is a read only if both readings agree.
  *
- * Why a hand-written lexer rather than a real parser. Measured with `npx tsx bench/classifier-parser-compare.ts`
- * on the 60-statement mix of bench/classifier.bench-data.ts (Node 20, this machine):
+ * Why a hand-written lexer rather than a real parser. Measured with
+ * `npx tsx bench/classifier-parser-compare.ts` on the 59-statement mix of bench/classifier.bench-data.ts
+ * (Node 20, 2 vCPU Xeon 2.5 GHz shared with other jobs; the best run, in brackets the range over runs):
  *
- *   lexer, uncached `classify()`          ~2.3 µs / statement
- *   lexer, cached `StatementClassifier`   ~0.05 µs / statement (a Map hit)
- *   libpg-query 18 `parseSync` only       ~26 µs / statement (no AST walk yet), after an async WASM
- *                                         `loadModule()` of ~30 ms
+ *   lexer, uncached `classify()`          3.5 µs / statement   (3.5 - 7.7)
+ *   lexer, cached `StatementClassifier`   22 ns / statement    (22 - 45; one Map hit)
+ *   libpg-query 18 `parseSync` only       31 µs / statement    (31 - 127; no tree walk yet), after an
+ *                                         async WASM `loadModule()` of 18 - 105 ms
  *
- * A parser is an order of magnitude slower per uncached statement, is asynchronous to start, and would be a
- * runtime dependency (the library may depend only on pg and pg-pool). Routing needs far less than a parse
- * tree: where code is (versus strings/comments/quoted names) and a handful of keyword patterns, all
- * fail-safe towards the primary. libpg-query stays a dev dependency: the unit tests check that every
- * statement the lexer calls a read parses as a single read-only statement.
+ * A parser is about ten times slower per uncached statement (before walking its tree), is asynchronous
+ * to start, and would be a runtime dependency (the library may depend only on pg and pg-pool). Routing
+ * needs far less than a parse tree: where code is (versus strings, comments, quoted names) and a handful
+ * of keyword patterns, all fail-safe towards the primary. libpg-query stays a dev dependency: the unit
+ * tests check that every statement the lexer calls a read parses there as one read-only statement.
  *
  * @example
  * ```ts
  * import { StatementClassifier } from './classify.js'
  *
  * const classifier = new StatementClassifier({ writeFunctions: ['audit.log_access'] })
- * classifier.classify('SELECT * FROM t WHERE id = $1')        // { kind: 'read', reason: 'SELECT' }
+ * classifier.classify('SELECT * FROM t WHERE id = $1') // { kind: 'read', reason: 'SELECT' }
  * classifier.classify('SELECT * FROM jobs FOR UPDATE SKIP LOCKED') // { kind: 'write', reason: 'FOR UPDATE' }
- * classifier.classify('BEGIN')              // { kind: 'write', reason: 'BEGIN', transactionControl: 'begin' }
+ * classifier.classify('BEGIN') // { kind: 'write', reason: 'BEGIN', transactionControl: 'begin' }
  * ```
  */
 
@@ -174,7 +175,7 @@ const QUERY_STARTERS: ReadonlySet<string> = new Set(['select', 'values', 'table'
 /** `EXPLAIN ANALYZE VERBOSE q`: the options of the old syntax. */
 const EXPLAIN_WORDS: ReadonlySet<string> = new Set(['analyze', 'analyse', 'verbose'])
 
-/** Leading keywords that get their own reason (upper-cased); any other leading word is 'unknown statement'. */
+/** Leading keywords that name their statement in the reason; other leading words: 'unknown statement'. */
 const KNOWN_WRITE_STARTERS: ReadonlySet<string> = new Set([
   'insert',
   'update',
@@ -573,7 +574,7 @@ function userFunctionsOf(options: ClassifyOptions | undefined): UserFunctions {
  * @example
  * ```ts
  * classify(`SELECT 'DELETE FROM t'`)                       // { kind: 'read', reason: 'SELECT' }
- * classify('WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d') // { kind: 'write', reason: 'writing CTE' }
+ * classify('WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d') // write, 'writing CTE'
  * classify('SELECT audit.touch($1)', { writeFunctions: ['audit.touch'] }) // write, 'function touch'
  * ```
  */

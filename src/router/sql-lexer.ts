@@ -21,7 +21,7 @@
  * ```
  */
 
-/** `word`: keyword or unquoted identifier; `qident`: quoted identifier; `punct`: one operator/punctuation char. */
+/** `word`: keyword or unquoted identifier; `qident`: quoted identifier; `punct`: one operator character. */
 export type TokenType = 'word' | 'qident' | 'string' | 'number' | 'param' | 'punct'
 
 export interface Token {
@@ -95,7 +95,7 @@ for (let c = 0; c < 128; c++) {
   charClass[c] = flags
 }
 
-/** Whether `c` (a char code; NaN past the end) has one of the class `flags`; non-ASCII counts as identifier. */
+/** Whether char code `c` (NaN past the end) has one of the class `flags`; non-ASCII is an identifier char. */
 function is(c: number, flags: number): boolean {
   if (c < 128) return (charClass[c]! & flags) !== 0
   return c >= 128 && (flags & (C_IDENT_START | C_IDENT_CONT)) !== 0
