@@ -340,7 +340,8 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     let config: pg.QueryConfig
     if (typeof text === 'string') config = new TextQuery(text, values)
     else if (typeof text === 'object' && text !== null && typeof text.text === 'string') {
-      config = values === undefined ? text : { ...text, values }
+      if (isPlainQueryConfig(text)) config = new TextQuery(text.text, values ?? text.values)
+      else config = values === undefined ? text : { ...text, values }
     } else {
       throw new TypeError('db.query: expected SQL text, a QueryConfig with .text, or a Submittable')
     }
@@ -1003,6 +1004,22 @@ class TextQuery implements pg.QueryConfig {
     readonly text: string,
     readonly values: unknown[] | undefined,
   ) {}
+}
+
+/** A QueryConfig with only `text` and `values` (what Kysely's dialect sends): sent as text and values. */
+function isPlainQueryConfig(config: pg.QueryConfig): boolean {
+  const c = config as unknown as Record<string, unknown>
+  // Every other field pg's Query reads (prepared statements, row mode, parsers, protocol).
+  return (
+    c.name === undefined &&
+    c.rowMode === undefined &&
+    c.types === undefined &&
+    c.binary === undefined &&
+    c.queryMode === undefined &&
+    c.portal === undefined &&
+    c.rows === undefined &&
+    c.callback === undefined
+  )
 }
 
 function send(client: pg.PoolClient, config: pg.QueryConfig): Promise<pg.QueryResult> {

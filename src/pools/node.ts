@@ -115,7 +115,12 @@ export class ClusterNode implements ReadCandidate {
       })
     }
     // An idle client's socket error must never become an unhandled 'error' event.
-    pool.on('error', (err) => this.#onIdleError(this, err))
+    pool.on('error', (err) => {
+      // pg-pool hangs the dead client on the error (err.client): its connection parameters
+      // hold the password, which a logger with showHidden (or a deep serializer) would print.
+      delete (err as { client?: unknown }).client
+      this.#onIdleError(this, err)
+    })
     // pg-pool removes its error listener from a client while it is checked out. A server that
     // dies while pgsplit holds a client between two protocol steps (e.g. kill -9: ReadyForQuery
     // and FATAL 57P01 in one read) then emits 'error' with no listener, which crashes the

@@ -30,16 +30,26 @@ export class ReadRouter {
 
   /** A replica for a read, or null when none is eligible. */
   pick(exclude: ClusterNode | null = null, token: WriteToken | null = null): ClusterNode | null {
+    // Every read passes here: no allocation, and the candidate list is only built when there is
+    // a choice to make (truncating an array costs a runtime call per read).
     const list = this.#candidates
-    list.length = 0
+    let first: ClusterNode | null = null
+    let count = 0
     const now = Date.now()
     for (const node of this.#topology.nodes) {
       if (node === exclude || node.weight <= 0 || !node.isEligibleReplica(now)) continue
       if (token !== null && !hasReached(node, token)) continue
-      list.push(node)
+      if (count === 0) first = node
+      else {
+        if (count === 1) {
+          list.length = 0
+          list.push(first!)
+        }
+        list.push(node)
+      }
+      count++
     }
-    if (list.length === 0) return null
-    if (list.length === 1) return list[0]!
+    if (count <= 1) return first
     const chosen = this.#strategy(list)
     // A user strategy may return something else; fall back to the first candidate.
     return list.includes(chosen as ClusterNode) ? (chosen as ClusterNode) : list[0]!
