@@ -44,6 +44,23 @@ const idParams = {
 } as const
 const name = { type: 'string', minLength: 1, maxLength: 200 } as const
 const email = { type: 'string', minLength: 3, maxLength: 320, pattern: '^[^@\\s]+@[^@\\s]+$' } as const
+/** A whole client (POST, PUT): both fields, nothing else. */
+const clientBody = {
+  type: 'object',
+  required: ['name', 'email'],
+  additionalProperties: false,
+  properties: { name, email },
+} as const
+
+type Reply = { code(statusCode: number): { send(payload: unknown): unknown } }
+
+/** 404 for a client id that does not exist. */
+const noClient = (reply: Reply, id: number) =>
+  reply.code(404).send({ error: 'Not Found', message: `no client ${id}` })
+
+/** 503: the cluster cannot run the query now (no primary, no replica, ended, lost connection). */
+const unavailable = (reply: Reply, code: unknown, message: string) =>
+  reply.code(503).send({ error: 'Service Unavailable', code, message })
 
 /** The database connection failed (not the SQL): class 08, admin shutdown, or a socket error. */
 function lostConnection(error: unknown): boolean {
@@ -120,7 +137,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
       return reply.code(409).send({ error: 'Conflict', message: 'email is already taken' })
     if (error instanceof WriteOutcomeUnknownError) {
       // Connection lost after the statement was sent: it may have committed. Never retried for you.
-      return reply.code(503).send({ error: 'Service Unavailable', code: error.code, message: error.message })
+      return unavailable(reply, error.code, error.message)
     }
     if (
       error instanceof NoPrimaryError ||
@@ -128,11 +145,11 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
       error instanceof ClusterEndedError ||
       error instanceof TimeoutError
     ) {
-      return reply.code(503).send({ error: 'Service Unavailable', code: error.code, message: error.message })
+      return unavailable(reply, error.code, error.message)
     }
     if (lostConnection(error)) {
       // A pinned connection (Kysely's writes) broke: for a write, the outcome is unknown.
-      return reply.code(503).send({ error: 'Service Unavailable', code, message: error.message })
+      return unavailable(reply, code, error.message)
     }
     if (error.statusCode !== undefined && error.statusCode < 500) return reply.send(error)
     request.log.error(error)
@@ -142,14 +159,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   app.post<{ Body: { name: string; email: string } }>(
     '/clients',
     {
-      schema: {
-        body: {
-          type: 'object',
-          required: ['name', 'email'],
-          additionalProperties: false,
-          properties: { name, email },
-        },
-      },
+      schema: { body: clientBody },
     },
     async (request, reply) => {
       const row = await db
@@ -201,8 +211,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
         .executeTakeFirstOrThrow()
       await served(reply, row, 'read')
       const client = clientOf(row)
-      if (client === null)
-        return reply.code(404).send({ error: 'Not Found', message: `no client ${request.params.id}` })
+      if (client === null) return noClient(reply, request.params.id)
       return client
     },
   )
@@ -226,15 +235,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   app.put<{ Params: { id: number }; Body: { name: string; email: string } }>(
     '/clients/:id',
     {
-      schema: {
-        params: idParams,
-        body: {
-          type: 'object',
-          required: ['name', 'email'],
-          additionalProperties: false,
-          properties: { name, email },
-        },
-      },
+      schema: { params: idParams, body: clientBody },
     },
     async (request, reply) => {
       const client = await update(
@@ -242,8 +243,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
         { name: request.body.name, email: request.body.email },
         reply,
       )
-      if (client === null)
-        return reply.code(404).send({ error: 'Not Found', message: `no client ${request.params.id}` })
+      if (client === null) return noClient(reply, request.params.id)
       return client
     },
   )
@@ -258,8 +258,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     },
     async (request, reply) => {
       const client = await update(request.params.id, request.body, reply)
-      if (client === null)
-        return reply.code(404).send({ error: 'Not Found', message: `no client ${request.params.id}` })
+      if (client === null) return noClient(reply, request.params.id)
       return client
     },
   )
@@ -273,8 +272,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
         .where('id', '=', request.params.id)
         .returning(['id', servedPort.as('served_port'), servedAddr.as('served_addr')])
         .executeTakeFirst()
-      if (row === undefined)
-        return reply.code(404).send({ error: 'Not Found', message: `no client ${request.params.id}` })
+      if (row === undefined) return noClient(reply, request.params.id)
       await served(reply, row, 'write')
       return reply.code(204).send()
     },

@@ -17,9 +17,10 @@ import https from 'node:https'
 import { homedir } from 'node:os'
 import { join } from 'node:path'
 import type { StartedNetwork, StartedTestContainer } from 'testcontainers'
+import { ClusterHandle, type HandleNode, initialized } from './cluster-handle.js'
 import { TestClusterError } from './errors.js'
 import { resolveOptions } from './local-backend.js'
-import { queryRows, quoteIdent, quoteLiteral, withClient } from './pg-admin.js'
+import { createDatabase, ensureSlot, setUpstream, waitAccepting, waitStreaming } from './node-operations.js'
 import { lastLines } from './process-utils.js'
 import {
   conninfo,
@@ -27,11 +28,10 @@ import {
   nodeSettings,
   pgpassLine,
   sharedSettings,
-  synchronousStandbyNames,
   withAutoSettings,
 } from './server-config.js'
-import type { StartClusterOptions, TestCluster, TestNode, TestNodeRole } from './types.js'
-import { StopWaiting, waitFor } from './wait.js'
+import type { StartClusterOptions, TestCluster, TestNode } from './types.js'
+import { remaining, waitFor } from './wait.js'
 
 type Testcontainers = typeof import('testcontainers')
 
@@ -226,16 +226,9 @@ export async function dockerAvailable(): Promise<boolean> {
 
 type ResolvedOptions = ReturnType<typeof resolveOptions> & { readonly image: string }
 
-interface DockerNode {
-  readonly index: number
-  /** Also its hostname and network alias: what the other containers connect to. */
-  readonly name: string
+/** A node: its container; its name is also its hostname and network alias on the cluster network. */
+interface DockerNode extends HandleNode {
   readonly container: StartedTestContainer
-  /** Where the host reaches it (Docker's mapped port). */
-  readonly host: string
-  readonly port: number
-  kind: 'primary' | 'standby'
-  upstream: number | undefined
   /** As last set by the handle's operations (checked with `pg_ctl status` where it matters). */
   running: boolean
 }
@@ -255,71 +248,27 @@ interface DockerNode {
 export async function startDockerCluster(opts: StartClusterOptions = {}): Promise<TestCluster> {
   const options: ResolvedOptions = { ...resolveOptions(opts), image: opts.image ?? DEFAULT_IMAGE }
   const tc = await loadTestcontainers()
-  const cluster = new DockerCluster(tc, options)
-  try {
-    await cluster.init()
-  } catch (err) {
-    await cluster.destroy().catch(() => {})
-    throw err
-  }
-  return cluster
+  return initialized(new DockerCluster(tc, options))
 }
 
-class DockerCluster implements TestCluster {
+class DockerCluster extends ClusterHandle<DockerNode, ResolvedOptions> implements TestCluster {
   readonly backend = 'docker' as const
-  private readonly states: DockerNode[] = []
-  private primaryIndex = 0
   private network: StartedNetwork | undefined
   /** Containers being created, so destroy() waits for them... */
   private readonly pending = new Set<Promise<StartedTestContainer>>()
   /** ...and removes every container started, set up as a node or not. */
   private readonly containers = new Set<StartedTestContainer>()
-  private destroyPromise: Promise<void> | undefined
   private readonly clusterId = Math.random().toString(36).slice(2, 10)
 
   constructor(
     private readonly tc: Testcontainers,
-    private readonly opts: ResolvedOptions,
-  ) {}
-
-  // --- the handle's state -----------------------------------------------------------------------
-
-  get primaryUrl(): string {
-    return this.urlOf(this.states[this.primaryIndex]!)
+    opts: ResolvedOptions,
+  ) {
+    super(opts)
   }
 
-  get replicaUrls(): string[] {
-    return this.states.filter((s) => s.running && s.kind === 'standby').map((s) => this.urlOf(s))
-  }
-
-  get nodes(): readonly TestNode[] {
-    return this.states.map((s) => this.snapshot(s))
-  }
-
-  private snapshot(s: DockerNode): TestNode {
-    const role: TestNodeRole = !s.running ? 'stopped' : s.kind === 'primary' ? 'primary' : 'replica'
-    return Object.freeze({ name: s.name, url: this.urlOf(s), host: s.host, port: s.port, role })
-  }
-
-  private urlOf(s: DockerNode): string {
-    const { user, password, database } = this.opts
-    const host = s.host.includes(':') ? `[${s.host}]` : s.host
-    return `postgres://${encodeURIComponent(user)}:${encodeURIComponent(password)}@${host}:${s.port}/${encodeURIComponent(database)}`
-  }
-
-  private target(s: DockerNode, database = 'postgres') {
-    return { host: s.host, port: s.port, user: this.opts.user, password: this.opts.password, database }
-  }
-
-  private node(i: number): DockerNode {
-    const s = Number.isInteger(i) ? this.states[i] : undefined
-    if (!s) {
-      throw new TestClusterError(
-        `pgsplit/testing: no node ${String(i)}; the cluster has nodes 0..${this.states.length - 1}`,
-      )
-    }
-    if (this.destroyPromise) throw new TestClusterError('pgsplit/testing: the cluster was destroyed', s.name)
-    return s
+  protected isRunning(s: DockerNode): boolean {
+    return s.running
   }
 
   // --- start-up ---------------------------------------------------------------------------------
@@ -340,17 +289,19 @@ class DockerCluster implements TestCluster {
     await this.initdb(primary!)
     await this.startNode(primary!, this.deadline())
     if (this.opts.database !== 'postgres') {
-      await queryRows(
-        this.target(primary!),
-        this.opts.timeoutMs,
-        `CREATE DATABASE ${quoteIdent(this.opts.database)}`,
-      )
+      await createDatabase(this.at(primary!), this.opts.database, this.opts.timeoutMs)
     }
     this.opts.log(
       `pgsplit/testing: primary ${primary!.name} up on ${primary!.host}:${primary!.port} (${Date.now() - t0} ms)`,
     )
     await Promise.all(standbys.map((s) => this.cloneAndStart(s, primary!, this.deadline())))
-    if (this.opts.syncCount > 0) await this.updateSynchronousNames(primary!, true)
+    if (this.opts.syncCount > 0) {
+      const { syncCount } = this.opts
+      await this.updateSynchronousNames(primary!, {
+        count: syncCount,
+        what: `${syncCount} synchronous standby(s)`,
+      })
+    }
     this.opts.log(
       `pgsplit/testing: docker cluster of 1 primary + ${standbys.length} standbys up in ${Date.now() - t0} ms (${this.opts.image})`,
     )
@@ -467,7 +418,7 @@ printf '%s' "$PGSPLIT_HBA" > "$PGDATA/pg_hba.conf"`,
   /** pg_basebackup of `from` into `s`'s container, then starts `s` as its standby. */
   private async cloneAndStart(s: DockerNode, from: DockerNode, deadline: number): Promise<void> {
     const t0 = Date.now()
-    await this.ensureSlot(from, s.name, deadline)
+    await ensureSlot(this.at(from), s.name, deadline)
     await this.exec(
       s,
       `pg_basebackup from ${from.name}`,
@@ -509,146 +460,8 @@ if kill -9 "$pid" 2>/dev/null; then echo "killed $pid"; else echo none; fi`,
     this.opts.log(`pgsplit/testing: ${s.name} killed (${out.trim()})`)
   }
 
-  async stop(i: number): Promise<void> {
-    const s = this.node(i)
-    await this.stopNode(s, this.deadline())
-    this.opts.log(`pgsplit/testing: ${s.name} stopped`)
-  }
-
-  async start(i: number): Promise<void> {
-    const s = this.node(i)
-    await this.startNode(s, this.deadline())
-  }
-
-  async promote(i: number): Promise<void> {
-    const s = this.node(i)
-    const deadline = this.deadline()
-    const t0 = Date.now()
-    if (!s.running)
-      throw new TestClusterError(`pgsplit/testing: cannot promote ${s.name}: it is not running`, s.name)
-    if (s.kind !== 'standby')
-      throw new TestClusterError(`pgsplit/testing: cannot promote ${s.name}: it is not a standby`, s.name)
-    const waitSeconds = Math.max(1, Math.ceil(remaining(deadline) / 1000))
-    await queryRows(this.target(s), remaining(deadline), 'SELECT pg_promote(true, $1)', [waitSeconds])
-    await waitFor(
-      'promotion (leaving recovery and accepting a write)',
-      this.waitOpts(s, deadline),
-      async (note) =>
-        withClient(this.target(s), remaining(deadline), async (c) => {
-          const { rows } = await c.query<{ rec: boolean }>('SELECT pg_is_in_recovery() AS rec')
-          if (rows[0]?.rec !== false) {
-            note('still in recovery')
-            return undefined
-          }
-          // A real write (an xid commit); local commit so it does not wait for synchronous standbys.
-          await c.query('BEGIN')
-          await c.query('SET LOCAL synchronous_commit = local')
-          await c.query('SELECT txid_current()')
-          await c.query('COMMIT')
-          return true
-        }),
-    )
-    // Right after promotion the control file still names the old timeline until a checkpoint;
-    // pg_rewind against this node would then rewind wrongly or not at all.
-    await queryRows(this.target(s), remaining(deadline), 'CHECKPOINT')
-    s.kind = 'primary'
-    s.upstream = undefined
-    this.primaryIndex = s.index
-    if (this.opts.syncCount > 0) await this.updateSynchronousNames(s, false)
-    this.opts.log(`pgsplit/testing: ${s.name} promoted (${Date.now() - t0} ms)`)
-  }
-
-  async repoint(i: number, j: number): Promise<void> {
-    const s = this.node(i)
-    const up = this.node(j)
-    const deadline = this.deadline()
-    const t0 = Date.now()
-    if (s === up) throw new TestClusterError(`pgsplit/testing: ${s.name} cannot stream from itself`, s.name)
-    if (s.kind !== 'standby') {
-      throw new TestClusterError(
-        `pgsplit/testing: cannot repoint ${s.name}: it is a primary; use rejoin(${i}, ${j}) to make it a standby`,
-        s.name,
-      )
-    }
-    if (!up.running) {
-      throw new TestClusterError(
-        `pgsplit/testing: cannot repoint ${s.name} to ${up.name}: ${up.name} is not running`,
-        s.name,
-      )
-    }
-    const previous = s.upstream === undefined ? undefined : this.states[s.upstream]
-    await this.ensureSlot(up, s.name, deadline)
-    s.upstream = up.index
-    if (s.running) {
-      // PG 13+: a changed primary_conninfo restarts the WAL receiver on reload, no restart needed.
-      await withClient(this.target(s), remaining(deadline), async (c) => {
-        await c.query(`ALTER SYSTEM SET primary_conninfo = ${quoteLiteral(this.conninfoFor(up, s.name))}`)
-        await c.query(`ALTER SYSTEM SET primary_slot_name = ${quoteLiteral(s.name)}`)
-        await c.query('SELECT pg_reload_conf()')
-      })
-      await this.waitStreaming(s, up, deadline)
-    } else {
-      await this.configureStandby(s, up)
-      await this.startNode(s, deadline)
-    }
-    if (previous && previous !== up && previous.running) await this.dropSlot(previous, s.name, deadline)
-    this.opts.log(`pgsplit/testing: ${s.name} streams from ${up.name} (${Date.now() - t0} ms)`)
-  }
-
-  async rejoin(i: number, j: number): Promise<void> {
-    const s = this.node(i)
-    const up = this.node(j)
-    const deadline = this.deadline()
-    const t0 = Date.now()
-    if (s === up) throw new TestClusterError(`pgsplit/testing: ${s.name} cannot rejoin itself`, s.name)
-    if (!up.running) {
-      throw new TestClusterError(
-        `pgsplit/testing: cannot rejoin ${s.name} to ${up.name}: ${up.name} is not running`,
-        s.name,
-      )
-    }
-    await this.stopNode(s, deadline)
-    // pg_rewind reads the source's timeline from its control file, which a checkpoint updates.
-    await queryRows(this.target(up), remaining(deadline), 'CHECKPOINT')
-    await this.ensureSlot(up, s.name, deadline)
-    // pg_rewind (PG 13+) runs crash recovery itself first when the node was killed, not stopped.
-    const out = await this.exec(
-      s,
-      `pg_rewind from ${up.name}`,
-      `${SERVER_STATE_FNS}
-clear_stale_locks
-pg_rewind --target-pgdata="$PGDATA" --source-server="$PGSPLIT_SOURCE" --no-sync 2>&1
-# Slots of its time as a primary would pin WAL on the standby forever; pg_rewind keeps them.
-rm -rf "$PGDATA"/pg_replslot/*`,
-      { PGSPLIT_SOURCE: this.conninfoFor(up, s.name) },
-      'postgres',
-      remaining(deadline),
-    )
-    const rewound = !/no rewind required/i.test(out)
-    s.kind = 'standby'
-    await this.configureStandby(s, up)
-    await this.startNode(s, deadline)
-    this.opts.log(
-      `pgsplit/testing: ${s.name} rejoined as a standby of ${up.name}${rewound ? '' : ' (no rewind was needed)'} (${Date.now() - t0} ms)`,
-    )
-  }
-
-  async pauseReplay(i: number): Promise<void> {
-    await this.setReplayPaused(this.node(i), true)
-  }
-
-  async resumeReplay(i: number): Promise<void> {
-    await this.setReplayPaused(this.node(i), false)
-  }
-
   async addReplica(): Promise<TestNode> {
-    if (this.destroyPromise) throw new TestClusterError('pgsplit/testing: the cluster was destroyed')
-    const primary = this.states[this.primaryIndex]!
-    if (!primary.running) {
-      throw new TestClusterError(
-        `pgsplit/testing: cannot add a replica: the primary ${primary.name} is not running`,
-      )
-    }
+    const primary = this.primaryForNewReplica()
     const name = `node${this.states.length}`
     const container = await this.createContainer(name)
     const s = this.addState(name, container, 'standby', primary.index)
@@ -660,16 +473,11 @@ rm -rf "$PGDATA"/pg_replslot/*`,
       await container.stop({ timeout: 0 }).catch(() => {})
       throw err
     }
-    if (this.opts.syncCount > 0) await this.updateSynchronousNames(primary, false)
+    if (this.opts.syncCount > 0) await this.updateSynchronousNames(primary)
     return this.snapshot(s)
   }
 
-  destroy(): Promise<void> {
-    this.destroyPromise ??= this.doDestroy()
-    return this.destroyPromise
-  }
-
-  private async doDestroy(): Promise<void> {
+  protected async doDestroy(): Promise<void> {
     // Containers still being created are stopped as soon as they exist (createContainer checks).
     await Promise.allSettled([...this.pending])
     // Removing a container removes its data directory with it: no server survives, no file stays.
@@ -681,18 +489,7 @@ rm -rf "$PGDATA"/pg_replslot/*`,
 
   // --- building blocks --------------------------------------------------------------------------
 
-  private deadline(): number {
-    return Date.now() + this.opts.timeoutMs
-  }
-
-  private waitOpts(
-    s: DockerNode,
-    deadline: number,
-  ): { node: string; timeoutMs: number; details: () => Promise<string> } {
-    return { node: s.name, timeoutMs: remaining(deadline), details: () => this.logDetails(s) }
-  }
-
-  private async logDetails(s: DockerNode): Promise<string> {
+  protected async logDetails(s: DockerNode): Promise<string> {
     const tail = await this.exec(s, 'reading the server log', `tail -n 12 ${LOG} 2>/dev/null || true`).catch(
       () => '',
     )
@@ -758,7 +555,7 @@ chmod 600 "$PGSPLIT_PATH"`,
   }
 
   /** standby.signal plus primary_conninfo / primary_slot_name for streaming from `up`. */
-  private async configureStandby(s: DockerNode, up: DockerNode): Promise<void> {
+  protected async configureStandby(s: DockerNode, up: DockerNode): Promise<void> {
     const autoConf = `${DATA}/postgresql.auto.conf`
     const current = await this.exec(
       s,
@@ -778,27 +575,8 @@ chmod 600 "$PGSPLIT_PATH"`,
     s.upstream = up.index
   }
 
-  private async ensureSlot(on: DockerNode, slot: string, deadline: number): Promise<void> {
-    await queryRows(
-      this.target(on),
-      remaining(deadline),
-      `SELECT pg_create_physical_replication_slot($1, true)
-        WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)`,
-      [slot],
-    )
-  }
-
-  /** Drops a slot no standby uses any more, so it does not pin WAL on `on`. Best effort. */
-  private async dropSlot(on: DockerNode, slot: string, deadline: number): Promise<void> {
-    await queryRows(
-      this.target(on),
-      remaining(deadline),
-      'SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active',
-      [slot],
-    ).catch(() => {})
-  }
-
-  private async isRunning(s: DockerNode): Promise<boolean> {
+  /** Whether a live postmaster runs in `s`'s container, asked there (`live`, as for pg_ctl status). */
+  private async serverIsLive(s: DockerNode): Promise<boolean> {
     const out = await this.exec(
       s,
       'pg_ctl status',
@@ -812,8 +590,8 @@ if live; then echo yes; else echo no; fi`,
    * Starts `s` with `pg_ctl`; returns when it accepts connections from the host in the expected
    * role and, for a standby whose upstream runs, when it streams from it.
    */
-  private async startNode(s: DockerNode, deadline: number): Promise<void> {
-    if (s.running && (await this.isRunning(s))) return
+  protected async startNode(s: DockerNode, deadline: number): Promise<void> {
+    if (s.running && (await this.serverIsLive(s))) return
     const t0 = Date.now()
     await this.exec(
       s,
@@ -834,38 +612,33 @@ fi`,
       remaining(deadline) + 5_000,
     )
     s.running = true
-    await this.waitAccepting(s, deadline)
+    // Through the mapped port, as a test would connect, and in the role the node should have.
+    await waitAccepting(this.at(s), s.kind, deadline)
     this.opts.log(`pgsplit/testing: ${s.name} accepts connections (${s.kind}, ${Date.now() - t0} ms)`)
     const up = s.upstream === undefined ? undefined : this.states[s.upstream]
     if (s.kind === 'standby' && up?.running) await this.waitStreaming(s, up, deadline)
   }
 
-  /** Through the mapped port, as a test would connect, and in the role the node should have. */
-  private async waitAccepting(s: DockerNode, deadline: number): Promise<void> {
-    const expectRecovery = s.kind === 'standby'
-    await waitFor(
-      `start as a ${s.kind} (accepting connections)`,
-      this.waitOpts(s, deadline),
-      async (note) => {
-        try {
-          const [row] = await queryRows<{ rec: boolean }>(
-            this.target(s),
-            remaining(deadline),
-            'SELECT pg_is_in_recovery() AS rec',
-          )
-          if (row?.rec !== expectRecovery) {
-            throw new StopWaiting(
-              `came up ${row?.rec ? 'in recovery (a standby)' : 'as a primary'}, expected a ${s.kind}`,
-            )
-          }
-          return true
-        } catch (err) {
-          if (err instanceof StopWaiting) throw err
-          note(err instanceof Error ? err.message : String(err))
-          return undefined
-        }
-      },
+  protected async streamFrom(s: DockerNode, up: DockerNode, deadline: number): Promise<void> {
+    await setUpstream(this.at(s), this.conninfoFor(up, s.name), s.name, deadline)
+    await this.waitStreaming(s, up, deadline)
+  }
+
+  /** pg_rewind (PG 13+) runs crash recovery itself first when the node was killed, not stopped. */
+  protected async rewind(s: DockerNode, up: DockerNode, deadline: number): Promise<boolean> {
+    const out = await this.exec(
+      s,
+      `pg_rewind from ${up.name}`,
+      `${SERVER_STATE_FNS}
+clear_stale_locks
+pg_rewind --target-pgdata="$PGDATA" --source-server="$PGSPLIT_SOURCE" --no-sync 2>&1
+# Slots of its time as a primary would pin WAL on the standby forever; pg_rewind keeps them.
+rm -rf "$PGDATA"/pg_replslot/*`,
+      { PGSPLIT_SOURCE: this.conninfoFor(up, s.name) },
+      'postgres',
+      remaining(deadline),
     )
+    return !/no rewind required/i.test(out)
   }
 
   /**
@@ -874,47 +647,16 @@ fi`,
    * standby that cannot follow; the receiver's side is what counts.)
    */
   private async waitStreaming(s: DockerNode, up: DockerNode, deadline: number): Promise<void> {
-    await waitFor(`streaming from ${up.name}`, this.waitOpts(s, deadline), async (note) => {
-      if (!s.running) throw new StopWaiting('server is not running')
-      const timeline = await this.timelineOf(up, deadline)
-      const [r] = await queryRows<{
-        status: string
-        sender_host: string | null
-        received_tli: number | null
-      }>(
-        this.target(s),
-        remaining(deadline),
-        'SELECT status, sender_host, received_tli FROM pg_stat_wal_receiver',
-      )
-      if (!r) {
-        note(`no WAL receiver; ${up.name} is on timeline ${timeline}`)
-        return undefined
-      }
-      note(
-        `WAL receiver ${r.status}, sender ${r.sender_host}, timeline ${r.received_tli}; ${up.name} is on timeline ${timeline}`,
-      )
-      return r.status === 'streaming' && r.sender_host === up.name && r.received_tli === timeline
-        ? true
-        : undefined
+    await waitStreaming(this.at(s), this.at(up), deadline, {
+      what: `streaming from ${up.name}`,
+      // The standbys reach their upstream by its name on the cluster network.
+      upstream: { column: 'sender_host', value: up.name, label: 'sender' },
+      stopIf: () => (s.running ? undefined : 'server is not running'),
     })
   }
 
-  /** A primary's timeline from its current WAL file name (its control file lags after promotion). */
-  private async timelineOf(s: DockerNode, deadline: number): Promise<number> {
-    const [row] = await queryRows<{ tli: number }>(
-      this.target(s),
-      remaining(deadline),
-      `SELECT CASE WHEN pg_is_in_recovery()
-          THEN coalesce((SELECT received_tli FROM pg_stat_wal_receiver), (SELECT timeline_id FROM pg_control_checkpoint()))
-          ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int
-        END AS tli`,
-    )
-    if (!row) throw new Error(`no timeline from ${s.name}`)
-    return row.tli
-  }
-
   /** Fast shutdown (sessions ended, shutdown checkpoint); returns when the server is gone. */
-  private async stopNode(s: DockerNode, deadline: number): Promise<void> {
+  protected async stopNode(s: DockerNode, deadline: number): Promise<void> {
     await this.exec(
       s,
       'pg_ctl stop -m fast',
@@ -926,60 +668,6 @@ pg_ctl -D "$PGDATA" -m fast -w -t "$PGSPLIT_WAIT_S" stop >/dev/null`,
       remaining(deadline) + 5_000,
     )
     s.running = false
-  }
-
-  private async setReplayPaused(s: DockerNode, paused: boolean): Promise<void> {
-    const deadline = this.deadline()
-    if (!s.running || s.kind !== 'standby') {
-      throw new TestClusterError(`pgsplit/testing: ${s.name} is not a running standby`, s.name)
-    }
-    await queryRows(
-      this.target(s),
-      remaining(deadline),
-      paused ? 'SELECT pg_wal_replay_pause()' : 'SELECT pg_wal_replay_resume()',
-    )
-    await waitFor(
-      paused ? 'pause of WAL replay' : 'resume of WAL replay',
-      this.waitOpts(s, deadline),
-      async (note) => {
-        const [row] = await queryRows<{ paused: boolean }>(
-          this.target(s),
-          remaining(deadline),
-          'SELECT pg_is_wal_replay_paused() AS paused',
-        )
-        note(`pg_is_wal_replay_paused() = ${row?.paused}`)
-        return row?.paused === paused ? true : undefined
-      },
-    )
-    this.opts.log(`pgsplit/testing: ${s.name} replay ${paused ? 'paused' : 'resumed'}`)
-  }
-
-  /**
-   * Sets synchronous_standby_names on `primary` to a quorum over every other node, by
-   * application_name (= node name). With `wait`, returns once enough standbys are synchronous.
-   */
-  private async updateSynchronousNames(primary: DockerNode, wait: boolean): Promise<void> {
-    const deadline = this.deadline()
-    const names = this.states.filter((s) => s !== primary).map((s) => s.name)
-    const value = synchronousStandbyNames(this.opts.syncCount, names)
-    await withClient(this.target(primary), remaining(deadline), async (c) => {
-      await c.query(`ALTER SYSTEM SET synchronous_standby_names = ${quoteLiteral(value)}`)
-      await c.query('SELECT pg_reload_conf()')
-    })
-    if (!wait) return
-    await waitFor(
-      `${this.opts.syncCount} synchronous standby(s)`,
-      this.waitOpts(primary, deadline),
-      async (note) => {
-        const [row] = await queryRows<{ n: number }>(
-          this.target(primary),
-          remaining(deadline),
-          `SELECT count(*)::int AS n FROM pg_stat_replication WHERE sync_state IN ('sync', 'quorum')`,
-        )
-        note(`${row?.n ?? 0} synchronous standbys in pg_stat_replication`)
-        return (row?.n ?? 0) >= this.opts.syncCount ? true : undefined
-      },
-    )
   }
 }
 
@@ -1033,10 +721,6 @@ async function publishesOnLoopback(tc: Testcontainers): Promise<boolean> {
   } catch {
     return false
   }
-}
-
-function remaining(deadline: number): number {
-  return Math.max(1, deadline - Date.now())
 }
 
 /** `promise`, or a TestClusterError after `ms` (the work itself cannot be cancelled). */

@@ -3,8 +3,16 @@ import { closeSync, openSync, rmSync } from 'node:fs'
 import { chmod, chown, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
+import { ClusterHandle, type HandleNode, initialized } from './cluster-handle.js'
 import { TestClusterError } from './errors.js'
-import { type AdminTarget, queryRows, quoteIdent, quoteLiteral, withClient } from './pg-admin.js'
+import {
+  createDatabase,
+  ensureSlot,
+  type SynchronousWait,
+  setUpstream,
+  waitAccepting,
+  waitStreaming,
+} from './node-operations.js'
 import { findPgBinaries, type PgBinaries } from './pg-binaries.js'
 import { findFreePort, findFreePorts } from './ports.js'
 import {
@@ -26,11 +34,10 @@ import {
   pgpassLine,
   type SettingValue,
   sharedSettings,
-  synchronousStandbyNames,
   withAutoSettings,
 } from './server-config.js'
-import type { StartClusterOptions, TestCluster, TestNode, TestNodeRole } from './types.js'
-import { StopWaiting, waitFor } from './wait.js'
+import type { StartClusterOptions, TestCluster, TestNode } from './types.js'
+import { remaining, StopWaiting, waitFor } from './wait.js'
 
 const HOST = '127.0.0.1'
 
@@ -46,16 +53,11 @@ interface ResolvedOptions {
   readonly log: (line: string) => void
 }
 
-/** What the harness knows of one node. `kind` survives stops: it is what the node starts as. */
-interface NodeState {
-  readonly index: number
-  readonly name: string
+/** What the harness knows of one node: a server process on 127.0.0.1. */
+interface NodeState extends HandleNode {
   port: number
   readonly dataDir: string
   readonly logFile: string
-  kind: 'primary' | 'standby'
-  /** Index of the node a standby streams from. */
-  upstream: number | undefined
   /** The running postmaster (our child process), if any. */
   proc: ChildProcess | undefined
   /** The port is final once the node has started once (its URL was handed out). */
@@ -111,21 +113,11 @@ export async function startLocalCluster(opts: StartClusterOptions): Promise<Test
   const binaries = await findPgBinaries()
   const osUser = serverOsUser()
   const baseDir = await mkdtemp(join(tmpdir(), 'pgsplit-'))
-  const cluster = new LocalCluster(options, binaries, osUser, baseDir)
-  try {
-    await cluster.init()
-  } catch (err) {
-    await cluster.destroy().catch(() => {})
-    throw err
-  }
-  return cluster
+  return initialized(new LocalCluster(options, binaries, osUser, baseDir))
 }
 
-class LocalCluster implements TestCluster {
+class LocalCluster extends ClusterHandle<NodeState, ResolvedOptions> implements TestCluster {
   readonly backend = 'local' as const
-  private readonly states: NodeState[] = []
-  private primaryIndex = 0
-  private destroyPromise: Promise<void> | undefined
   private readonly passfile: string
   /**
    * Unix sockets of every node (names differ by port). Not in the data directories: pg_rewind
@@ -134,54 +126,20 @@ class LocalCluster implements TestCluster {
   private readonly socketDir: string
 
   constructor(
-    private readonly opts: ResolvedOptions,
+    opts: ResolvedOptions,
     private readonly bins: PgBinaries,
     private readonly osUser: OsUser | undefined,
     /** Temp directory holding every node's data directory and log. */
     readonly baseDir: string,
   ) {
+    super(opts)
     this.passfile = join(baseDir, 'pgpass')
     // Socket paths are limited to ~107 bytes: with a very long TMPDIR, TCP only.
     this.socketDir = join(baseDir, 'sockets').length < 90 ? join(baseDir, 'sockets') : ''
   }
 
-  // --- the handle's state -------------------------------------------------------------------
-
-  get primaryUrl(): string {
-    return this.urlOf(this.states[this.primaryIndex]!)
-  }
-
-  get replicaUrls(): string[] {
-    return this.states.filter((s) => s.proc && s.kind === 'standby').map((s) => this.urlOf(s))
-  }
-
-  get nodes(): readonly TestNode[] {
-    return this.states.map((s) => this.snapshot(s))
-  }
-
-  private snapshot(s: NodeState): TestNode {
-    const role: TestNodeRole = !s.proc ? 'stopped' : s.kind === 'primary' ? 'primary' : 'replica'
-    return Object.freeze({ name: s.name, url: this.urlOf(s), host: HOST, port: s.port, role })
-  }
-
-  private urlOf(s: NodeState): string {
-    const { user, password, database } = this.opts
-    return `postgres://${encodeURIComponent(user)}:${encodeURIComponent(password)}@${HOST}:${s.port}/${encodeURIComponent(database)}`
-  }
-
-  private target(s: NodeState, database = 'postgres'): AdminTarget {
-    return { host: HOST, port: s.port, user: this.opts.user, password: this.opts.password, database }
-  }
-
-  private node(i: number): NodeState {
-    const s = Number.isInteger(i) ? this.states[i] : undefined
-    if (!s) {
-      throw new TestClusterError(
-        `pgsplit/testing: no node ${String(i)}; the cluster has nodes 0..${this.states.length - 1}`,
-      )
-    }
-    if (this.destroyPromise) throw new TestClusterError('pgsplit/testing: the cluster was destroyed', s.name)
-    return s
+  protected isRunning(s: NodeState): boolean {
+    return s.proc !== undefined
   }
 
   // --- start-up -----------------------------------------------------------------------------
@@ -196,11 +154,7 @@ class LocalCluster implements TestCluster {
     await this.initdb(primary)
     await this.startNode(primary, this.deadline())
     if (this.opts.database !== 'postgres') {
-      await queryRows(
-        this.target(primary),
-        this.opts.timeoutMs,
-        `CREATE DATABASE ${quoteIdent(this.opts.database)}`,
-      )
+      await createDatabase(this.at(primary), this.opts.database, this.opts.timeoutMs)
     }
     this.opts.log(
       `pgsplit/testing: primary ${primary.name} up on ${HOST}:${primary.port} (${Date.now() - t0} ms)`,
@@ -208,7 +162,7 @@ class LocalCluster implements TestCluster {
     // Base backups and starts in parallel: each has its own slot, directory and port.
     const standbys = ports.slice(1).map((port) => this.addState(port, 'standby', 0))
     await Promise.all(standbys.map((s) => this.cloneAndStart(s, primary, this.deadline())))
-    if (this.opts.syncCount > 0) await this.updateSynchronousNames(primary, standbys.length)
+    if (this.opts.syncCount > 0) await this.updateSynchronousNames(primary, quorumOf(standbys.length))
     this.opts.log(
       `pgsplit/testing: cluster of 1 primary + ${standbys.length} standbys up in ${Date.now() - t0} ms (${this.baseDir})`,
     )
@@ -220,6 +174,7 @@ class LocalCluster implements TestCluster {
     const s: NodeState = {
       index,
       name,
+      host: HOST,
       port,
       dataDir: join(this.baseDir, name),
       logFile: join(this.baseDir, `${name}.log`),
@@ -288,7 +243,7 @@ class LocalCluster implements TestCluster {
   /** pg_basebackup of `from` into `s`'s directory, then starts `s` as its standby. */
   private async cloneAndStart(s: NodeState, from: NodeState, deadline: number): Promise<void> {
     const t0 = Date.now()
-    await this.ensureSlot(from, s.name, deadline)
+    await ensureSlot(this.at(from), s.name, deadline)
     await runTool(
       this.bins.paths.pg_basebackup,
       [
@@ -355,146 +310,14 @@ class LocalCluster implements TestCluster {
     this.opts.log(`pgsplit/testing: ${s.name} killed (pid ${pid})`)
   }
 
-  async stop(i: number): Promise<void> {
-    const s = this.node(i)
-    await this.stopNode(s, 'fast', this.deadline())
-    this.opts.log(`pgsplit/testing: ${s.name} stopped`)
-  }
-
-  async start(i: number): Promise<void> {
-    const s = this.node(i)
-    await this.startNode(s, this.deadline())
-  }
-
-  async promote(i: number): Promise<void> {
-    const s = this.node(i)
-    const deadline = this.deadline()
-    const t0 = Date.now()
-    if (!s.proc)
-      throw new TestClusterError(`pgsplit/testing: cannot promote ${s.name}: it is not running`, s.name)
-    if (s.kind !== 'standby')
-      throw new TestClusterError(`pgsplit/testing: cannot promote ${s.name}: it is not a standby`, s.name)
-    const waitSeconds = Math.max(1, Math.ceil(remaining(deadline) / 1000))
-    await queryRows(this.target(s), remaining(deadline), 'SELECT pg_promote(true, $1)', [waitSeconds])
-    await waitFor(
-      'promotion (leaving recovery and accepting a write)',
-      this.waitOpts(s, deadline),
-      async (note) => {
-        return withClient(this.target(s), remaining(deadline), async (c) => {
-          const { rows } = await c.query<{ rec: boolean }>('SELECT pg_is_in_recovery() AS rec')
-          if (rows[0]?.rec !== false) {
-            note('still in recovery')
-            return undefined
-          }
-          // A real write (an xid commit); local commit so it does not wait for synchronous standbys.
-          await c.query('BEGIN')
-          await c.query('SET LOCAL synchronous_commit = local')
-          await c.query('SELECT txid_current()')
-          await c.query('COMMIT')
-          return true
-        })
-      },
-    )
-    // Right after promotion the control file still names the old timeline until a checkpoint;
-    // pg_rewind against this node would then rewind wrongly or not at all.
-    await queryRows(this.target(s), remaining(deadline), 'CHECKPOINT')
-    s.kind = 'primary'
-    s.upstream = undefined
-    this.primaryIndex = s.index
-    if (this.opts.syncCount > 0) await this.updateSynchronousNames(s, 0)
-    this.opts.log(`pgsplit/testing: ${s.name} promoted (${Date.now() - t0} ms)`)
-  }
-
-  async repoint(i: number, j: number): Promise<void> {
-    const s = this.node(i)
-    const up = this.node(j)
-    const deadline = this.deadline()
-    const t0 = Date.now()
-    if (s === up) throw new TestClusterError(`pgsplit/testing: ${s.name} cannot stream from itself`, s.name)
-    if (s.kind !== 'standby') {
-      throw new TestClusterError(
-        `pgsplit/testing: cannot repoint ${s.name}: it is a primary; use rejoin(${i}, ${j}) to make it a standby`,
-        s.name,
-      )
-    }
-    if (!up.proc)
-      throw new TestClusterError(
-        `pgsplit/testing: cannot repoint ${s.name} to ${up.name}: ${up.name} is not running`,
-        s.name,
-      )
-    const previous = s.upstream === undefined ? undefined : this.states[s.upstream]
-    await this.ensureSlot(up, s.name, deadline)
-    s.upstream = up.index
-    if (s.proc) {
-      const logOffset = await this.logSize(s)
-      // PG 13+: a changed primary_conninfo restarts the WAL receiver on reload, no restart needed.
-      await withClient(this.target(s), remaining(deadline), async (c) => {
-        await c.query(`ALTER SYSTEM SET primary_conninfo = ${quoteLiteral(this.conninfoFor(up, s.name))}`)
-        await c.query(`ALTER SYSTEM SET primary_slot_name = ${quoteLiteral(s.name)}`)
-        await c.query('SELECT pg_reload_conf()')
-      })
-      await this.waitStreaming(s, up, deadline, logOffset)
-    } else {
-      await this.configureStandby(s, up)
-      await this.startNode(s, deadline)
-    }
-    if (previous && previous !== up && previous.proc) await this.dropSlot(previous, s.name, deadline)
-    this.opts.log(`pgsplit/testing: ${s.name} streams from ${up.name} (${Date.now() - t0} ms)`)
-  }
-
-  async rejoin(i: number, j: number): Promise<void> {
-    const s = this.node(i)
-    const up = this.node(j)
-    const deadline = this.deadline()
-    const t0 = Date.now()
-    if (s === up) throw new TestClusterError(`pgsplit/testing: ${s.name} cannot rejoin itself`, s.name)
-    if (!up.proc)
-      throw new TestClusterError(
-        `pgsplit/testing: cannot rejoin ${s.name} to ${up.name}: ${up.name} is not running`,
-        s.name,
-      )
-    await this.stopNode(s, 'fast', deadline)
-    // pg_rewind reads the source's timeline from its control file, which a checkpoint updates.
-    await queryRows(this.target(up), remaining(deadline), 'CHECKPOINT')
-    await this.ensureSlot(up, s.name, deadline)
-    const { stdout, stderr } = await runTool(
-      this.bins.paths.pg_rewind,
-      [`--target-pgdata=${s.dataDir}`, `--source-server=${this.conninfoFor(up, s.name)}`, '--no-sync'],
-      { user: this.osUser, timeoutMs: remaining(deadline), node: s.name },
-    )
-    const rewound = !/no rewind required/i.test(stdout + stderr)
-    // Slots of its time as a primary would pin WAL on the standby forever; pg_rewind keeps them.
-    await this.clearSlots(s)
-    s.kind = 'standby'
-    await this.configureStandby(s, up)
-    await this.startNode(s, deadline)
-    this.opts.log(
-      `pgsplit/testing: ${s.name} rejoined as a standby of ${up.name}${rewound ? '' : ' (no rewind was needed)'} (${Date.now() - t0} ms)`,
-    )
-  }
-
-  async pauseReplay(i: number): Promise<void> {
-    await this.setReplayPaused(this.node(i), true)
-  }
-
-  async resumeReplay(i: number): Promise<void> {
-    await this.setReplayPaused(this.node(i), false)
-  }
-
   async addReplica(): Promise<TestNode> {
-    if (this.destroyPromise) throw new TestClusterError('pgsplit/testing: the cluster was destroyed')
-    const primary = this.states[this.primaryIndex]!
-    if (!primary.proc) {
-      throw new TestClusterError(
-        `pgsplit/testing: cannot add a replica: the primary ${primary.name} is not running`,
-      )
-    }
+    const primary = this.primaryForNewReplica()
     const s = this.addState(await findFreePort(HOST), 'standby', primary.index)
     try {
       await this.cloneAndStart(s, primary, this.deadline())
     } catch (err) {
       // Leave no half-made node in `nodes`; its directory goes with destroy().
-      await this.stopNode(s, 'immediate', this.deadline()).catch(() => {})
+      await this.stopNode(s, this.deadline(), 'immediate').catch(() => {})
       // Names and upstream links are indexes: only the last node can go without renumbering.
       if (this.states.at(-1) === s) this.states.pop()
       throw err
@@ -503,19 +326,14 @@ class LocalCluster implements TestCluster {
       const streaming = this.states.filter(
         (n) => n.proc && n.kind === 'standby' && n.upstream === primary.index,
       )
-      await this.updateSynchronousNames(primary, streaming.length)
+      await this.updateSynchronousNames(primary, quorumOf(streaming.length))
     }
     return this.snapshot(s)
   }
 
-  destroy(): Promise<void> {
-    this.destroyPromise ??= this.doDestroy()
-    return this.destroyPromise
-  }
-
-  private async doDestroy(): Promise<void> {
+  protected async doDestroy(): Promise<void> {
     const deadline = Date.now() + Math.min(this.opts.timeoutMs, 30_000)
-    await Promise.all(this.states.map((s) => this.stopNode(s, 'immediate', deadline).catch(() => {})))
+    await Promise.all(this.states.map((s) => this.stopNode(s, deadline, 'immediate').catch(() => {})))
     // stopNode escalates to SIGKILL itself; this covers a stop that failed some other way.
     for (const s of this.states) if (s.proc?.pid) signalProcess(s.proc.pid, 'SIGKILL')
     live.delete(this)
@@ -535,18 +353,7 @@ class LocalCluster implements TestCluster {
 
   // --- building blocks ----------------------------------------------------------------------
 
-  private deadline(): number {
-    return Date.now() + this.opts.timeoutMs
-  }
-
-  private waitOpts(
-    s: NodeState,
-    deadline: number,
-  ): { node: string; timeoutMs: number; details: () => Promise<string> } {
-    return { node: s.name, timeoutMs: remaining(deadline), details: () => this.logDetails(s) }
-  }
-
-  private async logDetails(s: NodeState): Promise<string> {
+  protected async logDetails(s: NodeState): Promise<string> {
     const tail = await fileTail(s.logFile, 12)
     return tail ? `last lines of ${s.logFile}:\n${tail}` : ''
   }
@@ -571,7 +378,7 @@ class LocalCluster implements TestCluster {
   }
 
   /** standby.signal plus primary_conninfo / primary_slot_name for streaming from `up`. */
-  private async configureStandby(s: NodeState, up: NodeState): Promise<void> {
+  protected async configureStandby(s: NodeState, up: NodeState): Promise<void> {
     const autoConf = join(s.dataDir, 'postgresql.auto.conf')
     const current = await readFile(autoConf, 'utf8').catch(() => '')
     await this.writeServerFile(
@@ -592,26 +399,6 @@ class LocalCluster implements TestCluster {
     await Promise.all(entries.map((e) => rm(join(dir, e), { recursive: true, force: true })))
   }
 
-  private async ensureSlot(on: NodeState, slot: string, deadline: number): Promise<void> {
-    await queryRows(
-      this.target(on),
-      remaining(deadline),
-      `SELECT pg_create_physical_replication_slot($1, true)
-        WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)`,
-      [slot],
-    )
-  }
-
-  /** Drops a slot no standby uses any more, so it does not pin WAL on `on`. Best effort. */
-  private async dropSlot(on: NodeState, slot: string, deadline: number): Promise<void> {
-    await queryRows(
-      this.target(on),
-      remaining(deadline),
-      'SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active',
-      [slot],
-    ).catch(() => {})
-  }
-
   private async postmasterPid(s: NodeState): Promise<number | undefined> {
     try {
       const pid = Number.parseInt(
@@ -628,7 +415,7 @@ class LocalCluster implements TestCluster {
    * Starts `s` with its port file rewritten; returns when it accepts connections in the expected
    * role and, for a standby whose upstream runs, when it streams from it.
    */
-  private async startNode(s: NodeState, deadline: number): Promise<void> {
+  protected async startNode(s: NodeState, deadline: number): Promise<void> {
     if (s.proc) return
     const t0 = Date.now()
     let logOffset = 0
@@ -640,7 +427,9 @@ class LocalCluster implements TestCluster {
       )
       const proc = this.spawnServer(s)
       try {
-        await this.waitAccepting(s, proc, deadline)
+        await waitAccepting(this.at(s), s.kind, deadline, () =>
+          s.proc !== proc ? 'server process exited during start-up' : undefined,
+        )
         break
       } catch (err) {
         const output = await this.logSince(s, logOffset)
@@ -684,32 +473,20 @@ class LocalCluster implements TestCluster {
     return proc
   }
 
-  private async waitAccepting(s: NodeState, proc: ChildProcess, deadline: number): Promise<void> {
-    const expectRecovery = s.kind === 'standby'
-    await waitFor(
-      `start as a ${s.kind} (accepting connections)`,
-      this.waitOpts(s, deadline),
-      async (note) => {
-        if (s.proc !== proc) throw new StopWaiting('server process exited during start-up')
-        try {
-          const [row] = await queryRows<{ rec: boolean }>(
-            this.target(s),
-            remaining(deadline),
-            'SELECT pg_is_in_recovery() AS rec',
-          )
-          if (row?.rec !== expectRecovery) {
-            throw new StopWaiting(
-              `came up ${row?.rec ? 'in recovery (a standby)' : 'as a primary'}, expected a ${s.kind}`,
-            )
-          }
-          return true
-        } catch (err) {
-          if (err instanceof StopWaiting) throw err
-          note(err instanceof Error ? err.message : String(err))
-          return undefined
-        }
-      },
+  protected async streamFrom(s: NodeState, up: NodeState, deadline: number): Promise<void> {
+    const logOffset = await this.logSize(s)
+    await setUpstream(this.at(s), this.conninfoFor(up, s.name), s.name, deadline)
+    await this.waitStreaming(s, up, deadline, logOffset)
+  }
+
+  protected async rewind(s: NodeState, up: NodeState, deadline: number): Promise<boolean> {
+    const { stdout, stderr } = await runTool(
+      this.bins.paths.pg_rewind,
+      [`--target-pgdata=${s.dataDir}`, `--source-server=${this.conninfoFor(up, s.name)}`, '--no-sync'],
+      { user: this.osUser, timeoutMs: remaining(deadline), node: s.name },
     )
+    await this.clearSlots(s)
+    return !/no rewind required/i.test(stdout + stderr)
   }
 
   /**
@@ -725,31 +502,18 @@ class LocalCluster implements TestCluster {
     deadline: number,
     logOffset: number,
   ): Promise<void> {
-    await waitFor(`streaming from ${up.name} (port ${up.port})`, this.waitOpts(s, deadline), async (note) => {
-      if (!s.proc) throw new StopWaiting('server process exited')
-      const timeline = await this.timelineOf(up, deadline)
-      const [r] = await queryRows<{
-        status: string
-        sender_port: number | null
-        received_tli: number | null
-      }>(
-        this.target(s),
-        remaining(deadline),
-        'SELECT status, sender_port, received_tli FROM pg_stat_wal_receiver',
-      )
-      if (r?.status === 'streaming' && r.sender_port === up.port && r.received_tli === timeline) return true
-      note(
-        r
-          ? `WAL receiver ${r.status}, sender port ${r.sender_port}, timeline ${r.received_tli}; ${up.name} is on timeline ${timeline}`
-          : `no WAL receiver; ${up.name} is on timeline ${timeline}`,
-      )
-      if (/forked off current database system timeline/.test(await this.logSince(s, logOffset))) {
-        throw new StopWaiting(
-          `cannot follow ${up.name}: it replayed WAL past the point where ${up.name}'s timeline ${timeline} ` +
-            `forked off; rejoin(${s.index}, ${up.index}) rewinds it (pg_rewind) and makes it follow`,
-        )
-      }
-      return undefined
+    await waitStreaming(this.at(s), this.at(up), deadline, {
+      what: `streaming from ${up.name} (port ${up.port})`,
+      upstream: { column: 'sender_port', value: up.port, label: 'sender port' },
+      stopIf: () => (s.proc ? undefined : 'server process exited'),
+      hopeless: async (timeline) => {
+        if (/forked off current database system timeline/.test(await this.logSince(s, logOffset))) {
+          throw new StopWaiting(
+            `cannot follow ${up.name}: it replayed WAL past the point where ${up.name}'s timeline ${timeline} ` +
+              `forked off; rejoin(${s.index}, ${up.index}) rewinds it (pg_rewind) and makes it follow`,
+          )
+        }
+      },
     })
   }
 
@@ -763,25 +527,15 @@ class LocalCluster implements TestCluster {
     return content.subarray(offset).toString('utf8')
   }
 
-  /** A primary's timeline from its current WAL file name (its control file lags after promotion). */
-  private async timelineOf(s: NodeState, deadline: number): Promise<number> {
-    const [row] = await queryRows<{ tli: number }>(
-      this.target(s),
-      remaining(deadline),
-      `SELECT CASE WHEN pg_is_in_recovery()
-          THEN coalesce((SELECT received_tli FROM pg_stat_wal_receiver), (SELECT timeline_id FROM pg_control_checkpoint()))
-          ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int
-        END AS tli`,
-    )
-    if (!row) throw new Error(`no timeline from ${s.name}`)
-    return row.tli
-  }
-
   /**
    * Stops `s` and waits until its postmaster is gone. 'fast' (SIGINT) ends sessions and writes
    * a shutdown checkpoint; 'immediate' (SIGQUIT) skips it, and SIGKILL follows if it hangs.
    */
-  private async stopNode(s: NodeState, mode: 'fast' | 'immediate', deadline: number): Promise<void> {
+  protected async stopNode(
+    s: NodeState,
+    deadline: number,
+    mode: 'fast' | 'immediate' = 'fast',
+  ): Promise<void> {
     const proc = s.proc
     if (!proc?.pid) return
     const pid = proc.pid
@@ -802,68 +556,17 @@ class LocalCluster implements TestCluster {
       await waitFor('exit after SIGKILL', { node: s.name, timeoutMs: 5_000 }, exited)
     }
   }
-
-  private async setReplayPaused(s: NodeState, paused: boolean): Promise<void> {
-    const deadline = this.deadline()
-    if (!s.proc || s.kind !== 'standby') {
-      throw new TestClusterError(`pgsplit/testing: ${s.name} is not a running standby`, s.name)
-    }
-    await queryRows(
-      this.target(s),
-      remaining(deadline),
-      paused ? 'SELECT pg_wal_replay_pause()' : 'SELECT pg_wal_replay_resume()',
-    )
-    // From PG 14 on, true also while the pause is only requested: replay then stops before the
-    // next record, which is what callers rely on.
-    await waitFor(
-      paused ? 'pause of WAL replay' : 'resume of WAL replay',
-      this.waitOpts(s, deadline),
-      async (note) => {
-        const [row] = await queryRows<{ paused: boolean }>(
-          this.target(s),
-          remaining(deadline),
-          'SELECT pg_is_wal_replay_paused() AS paused',
-        )
-        note(`pg_is_wal_replay_paused() = ${row?.paused}`)
-        return row?.paused === paused ? true : undefined
-      },
-    )
-    this.opts.log(`pgsplit/testing: ${s.name} replay ${paused ? 'paused' : 'resumed'}`)
-  }
-
-  /**
-   * Sets synchronous_standby_names on `primary` to a quorum over every other node, by
-   * application_name (= node name). Returns once `expected` standbys are quorum candidates
-   * (every one streaming with a flush position reported; 'async' until then), so pg_stat_replication
-   * is settled when the caller looks.
-   */
-  private async updateSynchronousNames(primary: NodeState, expected: number): Promise<void> {
-    const deadline = this.deadline()
-    const names = this.states.filter((s) => s !== primary).map((s) => s.name)
-    const value = synchronousStandbyNames(this.opts.syncCount, names)
-    await withClient(this.target(primary), remaining(deadline), async (c) => {
-      await c.query(`ALTER SYSTEM SET synchronous_standby_names = ${quoteLiteral(value)}`)
-      await c.query('SELECT pg_reload_conf()')
-    })
-    if (expected === 0) return
-    await waitFor(
-      `${expected} standby(s) in the synchronous quorum`,
-      this.waitOpts(primary, deadline),
-      async (note) => {
-        const [row] = await queryRows<{ n: number }>(
-          this.target(primary),
-          remaining(deadline),
-          `SELECT count(*)::int AS n FROM pg_stat_replication WHERE sync_state IN ('sync', 'quorum')`,
-        )
-        note(`${row?.n ?? 0} synchronous standbys in pg_stat_replication`)
-        return (row?.n ?? 0) >= expected ? true : undefined
-      },
-    )
-  }
 }
 
-function remaining(deadline: number): number {
-  return Math.max(1, deadline - Date.now())
+/**
+ * A wait for all `expected` standbys to be quorum candidates of synchronous_standby_names (each
+ * one streaming with a flush position reported; 'async' until then), so pg_stat_replication is
+ * settled when the caller looks. None for 0.
+ */
+function quorumOf(expected: number): SynchronousWait | undefined {
+  return expected === 0
+    ? undefined
+    : { count: expected, what: `${expected} standby(s) in the synchronous quorum` }
 }
 
 // --- clean-up at process exit ---------------------------------------------------------------

@@ -6,6 +6,21 @@ export class StopWaiting extends Error {
   override readonly name = 'StopWaiting'
 }
 
+/** How a wait is bounded and reported: the node it is about, its time, its poll interval. */
+export interface WaitOptions {
+  readonly node?: string
+  readonly timeoutMs: number
+  /** Default 50 ms. */
+  readonly intervalMs?: number
+  /** Added to the message of a wait that fails (say, the end of the server log). */
+  readonly details?: () => Promise<string>
+}
+
+/** Milliseconds left until `deadline` (a `Date.now()` value); at least 1, so a bound stays valid. */
+export function remaining(deadline: number): number {
+  return Math.max(1, deadline - Date.now())
+}
+
 /**
  * Polls `probe` every `intervalMs` until it returns a value other than `undefined`, for at most
  * `timeoutMs`. Errors thrown by the probe (connection refused while a server starts, ...) count as
@@ -14,7 +29,7 @@ export class StopWaiting extends Error {
  */
 export async function waitFor<T>(
   what: string,
-  opts: { node?: string; timeoutMs: number; intervalMs?: number; details?: () => Promise<string> },
+  opts: WaitOptions,
   probe: (note: (state: string) => void) => Promise<T | undefined>,
 ): Promise<T> {
   const started = Date.now()

@@ -1,5 +1,3 @@
-import type { EventEmitter } from 'node:events'
-import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import {
   type Cluster,
@@ -9,70 +7,19 @@ import {
   WriteOutcomeUnknownError,
 } from '../../src/index.js'
 import { startCluster, type TestCluster } from '../../src/testing/index.js'
+import { nodeName, type Recorded, recordEvents, until as waitUntil } from '../support/cluster.js'
+import { adminQuery as direct, sleep } from '../support/reliability.js'
 
 // Issue 5: failover, through the library only. The servers are moved by pgsplit/testing (as an
 // operator or a failover manager would); the Cluster objects are never restarted. The tests of
 // each describe block share one cluster and run in order, each from the state the previous left.
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
-const nodeName = (port: number) => `127.0.0.1:${port}`
+/** `until` of the support module where a check that throws means "not yet": servers come and go here. */
+const until = <T>(what: string, check: Parameters<typeof waitUntil<T>>[1], timeoutMs?: number): Promise<T> =>
+  waitUntil(what, check, timeoutMs, { everyMs: 25, retryErrors: true })
 
-/** One statement on one server, outside the library (for set-up and verification only). */
-async function direct<R extends pg.QueryResultRow>(
-  u: string,
-  sql: string,
-  params: unknown[] = [],
-): Promise<R[]> {
-  const client = new pg.Client({ connectionString: u, connectionTimeoutMillis: 5_000, query_timeout: 10_000 })
-  client.on('error', () => {})
-  await client.connect()
-  try {
-    return (await client.query<R>(sql, params)).rows
-  } finally {
-    await client.end().catch(() => {})
-  }
-}
-
-/** Polls `check` until it returns something other than undefined/false; bounded in time and count. */
-async function until<T>(
-  what: string,
-  check: () => T | undefined | false | Promise<T | undefined | false>,
-  timeoutMs = 10_000,
-): Promise<T> {
-  const started = Date.now()
-  let last: unknown
-  for (let i = 0; i < 100_000; i++) {
-    try {
-      const value = await check()
-      if (value !== undefined && value !== false) return value as T
-    } catch (err) {
-      last = err
-    }
-    if (Date.now() - started > timeoutMs) break
-    await sleep(25)
-  }
-  throw new Error(
-    `timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${String(last)})` : ''}`,
-  )
-}
-
-interface Recorded {
-  name: string
-  payload: Record<string, unknown>
-  at: number
-}
-
-function record(db: Cluster): Recorded[] {
-  const list: Recorded[] = []
-  for (const name of ['nodeDown', 'nodeUp', 'primaryLost', 'failover', 'splitBrain', 'readRetried']) {
-    ;(db as unknown as EventEmitter).on(name, (payload: Record<string, unknown>) =>
-      list.push({ name, payload, at: Date.now() }),
-    )
-  }
-  // Idle clients of a dead primary report errors; pg.Pool semantics, they must not crash anything.
-  db.on('error', () => {})
-  return list
-}
+const record = (db: Cluster): Recorded[] =>
+  recordEvents(db, ['nodeDown', 'nodeUp', 'primaryLost', 'failover', 'splitBrain', 'readRetried'])
 
 async function writePort(db: Cluster, v: string): Promise<number> {
   const { rows } = await db.query<{ port: number }>(
@@ -106,6 +53,24 @@ async function sameRowsEverywhere(primaryUrl: string, replicaUrls: string[]): Pr
       return expected
     },
     15_000,
+  )
+}
+
+/** Waits until `db` sees the rejoined old primary (on `port`) as an up replica and reads reach it. */
+async function rejoinedAsReplica(db: Cluster, port: number): Promise<void> {
+  const name = nodeName(port)
+  await until(
+    'old primary seen as an up replica',
+    () => {
+      const n = db.topology().nodes.find((x) => x.name === name)!
+      return n.role === 'replica' && n.state === 'up' && !n.fenced && !n.lagging
+    },
+    15_000,
+  )
+  await until(
+    'reads on the rejoined node',
+    async () => ((await readPorts(db, 30)).get(port) ?? 0) > 0,
+    10_000,
   )
 }
 
@@ -327,21 +292,8 @@ describe('the primary-replica verification procedure, a failover, a split brain,
 
   it('the old primary rejoined with pg_rewind shows up as a replica and takes reads', async () => {
     await pgc.rejoin(0, 1)
-    const name = nodeName(port(0))
-    await until(
-      'old primary seen as an up replica',
-      () => {
-        const n = db.topology().nodes.find((x) => x.name === name)!
-        return n.role === 'replica' && n.state === 'up' && !n.fenced && !n.lagging
-      },
-      15_000,
-    )
+    await rejoinedAsReplica(db, port(0))
     await sameRowsEverywhere(url(1), [url(0)])
-    await until(
-      'reads on the rejoined node',
-      async () => ((await readPorts(db, 30)).get(port(0)) ?? 0) > 0,
-      10_000,
-    )
     expect(await writePort(db, 'after-rejoin')).toBe(port(1))
   })
 })
@@ -478,21 +430,8 @@ describe('kill -9 of the primary under concurrent writes (synchronous: 1)', () =
     const newPrimary = pgc.nodes.findIndex((n) => n.role === 'primary')
     expect(newPrimary).toBeGreaterThan(0)
     await pgc.rejoin(0, newPrimary)
-    const name = nodeName(port(0))
-    await until(
-      'old primary seen as an up replica',
-      () => {
-        const n = db.topology().nodes.find((x) => x.name === name)!
-        return n.role === 'replica' && n.state === 'up' && !n.fenced && !n.lagging
-      },
-      15_000,
-    )
-    await until(
-      'reads on the rejoined node',
-      async () => ((await readPorts(db, 30)).get(port(0)) ?? 0) > 0,
-      10_000,
-    )
-    const snap = db.topology().nodes.find((x) => x.name === name)!
+    await rejoinedAsReplica(db, port(0))
+    const snap = db.topology().nodes.find((x) => x.name === nodeName(port(0)))!
     expect(snap).toMatchObject({ role: 'replica', state: 'up', fenced: false, timeline: 2 })
     await db.query('INSERT INTO w (writer, seq) VALUES (97, 1)')
   })

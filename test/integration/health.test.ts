@@ -1,5 +1,3 @@
-import type { EventEmitter } from 'node:events'
-import pg from 'pg'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import {
   type Cluster,
@@ -9,6 +7,8 @@ import {
   NoReplicaAvailableError,
 } from '../../src/index.js'
 import { type FaultProxy, startCluster, startFaultProxy, type TestCluster } from '../../src/testing/index.js'
+import { nodeName, type Recorded, recordEvents, until } from '../support/cluster.js'
+import { adminQuery as direct, sleep } from '../support/reliability.js'
 
 // Issue 4: health and lag, on one real cluster (a primary and two streaming replicas) shared by
 // the tests of this file. Each test makes its own Cluster and leaves the servers as it found them.
@@ -20,52 +20,11 @@ let pgc: TestCluster
 let dbs: Cluster[] = []
 let proxies: FaultProxy[] = []
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
-const nodeName = (port: number) => `127.0.0.1:${port}`
 const url = (i: number) => pgc.nodes[i]!.url
 const port = (i: number) => pgc.nodes[i]!.port
 
-/** One statement on one server, outside the library (for set-up and verification only). */
-async function direct<R extends pg.QueryResultRow>(
-  u: string,
-  sql: string,
-  params: unknown[] = [],
-): Promise<R[]> {
-  const client = new pg.Client({ connectionString: u, connectionTimeoutMillis: 5_000, query_timeout: 10_000 })
-  client.on('error', () => {})
-  await client.connect()
-  try {
-    return (await client.query<R>(sql, params)).rows
-  } finally {
-    await client.end().catch(() => {})
-  }
-}
-
-/** Polls `check` until it returns something other than undefined/false; bounded in time and count. */
-async function until<T>(
-  what: string,
-  check: () => T | undefined | false | Promise<T | undefined | false>,
-  timeoutMs = 10_000,
-): Promise<T> {
-  const started = Date.now()
-  for (let i = 0; i < 100_000; i++) {
-    const value = await check()
-    if (value !== undefined && value !== false) return value as T
-    if (Date.now() - started > timeoutMs) break
-    await sleep(20)
-  }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
-}
-
-interface Recorded {
-  name: string
-  payload: Record<string, unknown>
-  at: number
-}
-
-function record(db: Cluster): Recorded[] {
-  const list: Recorded[] = []
-  const names = [
+const record = (db: Cluster): Recorded[] =>
+  recordEvents(db, [
     'nodeDown',
     'nodeUp',
     'replicaLagging',
@@ -73,16 +32,7 @@ function record(db: Cluster): Recorded[] {
     'primaryLost',
     'failover',
     'readRetried',
-  ]
-  for (const name of names) {
-    ;(db as unknown as EventEmitter).on(name, (payload: Record<string, unknown>) =>
-      list.push({ name, payload, at: Date.now() }),
-    )
-  }
-  // Idle-client errors are expected when servers die; they must not crash the test process.
-  db.on('error', () => {})
-  return list
-}
+  ])
 
 function eventFor(list: Recorded[], name: string, node: string, after = 0): Recorded | undefined {
   return list.find((e) => e.name === name && e.payload.node === node && e.at >= after)
