@@ -186,6 +186,34 @@ describe('routing by statement', () => {
     expect(level).toEqual({ transaction_isolation: 'serializable' })
   })
 
+  it("runs readOnly transactions on a replica when readOnlyTransactions is 'replica'", async () => {
+    const ro = createCluster({
+      primary: pgc.primaryUrl,
+      replicas: pgc.replicaUrls,
+      readOnlyTransactions: 'replica',
+    })
+    try {
+      await ro.ready()
+      const [port, readOnly] = await ro.transaction(
+        async (tx) => {
+          const r = await tx.query('SELECT inet_server_port() AS p, current_setting($1) AS ro', [
+            'transaction_read_only',
+          ])
+          return [r.rows[0].p, r.rows[0].ro]
+        },
+        { readOnly: true },
+      )
+      expect(replicaPorts).toContain(port)
+      expect(readOnly).toBe('on')
+      // Without readOnly the transaction stays on the primary.
+      expect(await ro.transaction(async (tx) => (await tx.query('SELECT inet_server_port() AS p')).rows[0].p)).toBe(
+        primaryPort,
+      )
+    } finally {
+      await ro.end()
+    }
+  })
+
   it('keeps pg.Pool counters and forwards idle-client errors without crashing', async () => {
     expect(db.totalCount).toBeGreaterThan(0)
     expect(db.idleCount).toBeLessThanOrEqual(db.totalCount)
