@@ -1,0 +1,157 @@
+/**
+ * Causal mode. (1) Write throughput with `consistency: 'causal'` (each write also fetches a WAL
+ * position for its token, shared between concurrent writes) against `'eventual'`. (2) A
+ * read-after-write workload: each iteration INSERTs a row and SELECTs it back inside
+ * `db.session()`; the server's port tells which node served the read. The same workload under
+ * eventual consistency shows what causal mode buys: reads that miss the caller's own row.
+ */
+import type { TestCluster } from '../src/testing/index.js'
+import type { BenchContext } from './lib/context.js'
+import { withPg } from './lib/context.js'
+import { type Comparison, compare, interleave } from './lib/interleave.js'
+import { type LoadResult, runLoad } from './lib/load.js'
+import { createCluster } from './lib/pgsplit.js'
+import { round, roundSpread, type Spread, spread } from './lib/stats.js'
+
+interface RawCounts {
+  reads: number
+  onReplica: number
+  missing: number
+}
+
+export interface CausalResult {
+  /** Write throughput, causal / eventual (INSERT, same concurrency). */
+  writeRatio: number
+  writes: Comparison
+  /** Share of read-after-write reads that a replica served in causal mode (all showed the row). */
+  replicaShare: number
+  replicaShareSpread: Spread
+  /** Reads in causal mode that did not find the row just written (must be 0). */
+  causalMissing: number
+  /** The same workload, eventual mode: share of reads that did not find the row just written. */
+  eventualMissingShare: number
+  /** Read-after-write iterations per second, causal / eventual. */
+  readAfterWriteRatio: number
+  readAfterWrite: Comparison
+  counts: { causal: RawCounts; eventual: RawCounts }
+  concurrency: number
+  poolMax: number
+  durationMs: number
+  reps: number
+}
+
+export async function runCausal(ctx: BenchContext, cluster: TestCluster): Promise<CausalResult> {
+  await withPg(cluster.primaryUrl, async (c) => {
+    await c.query('DROP TABLE IF EXISTS causal_rows')
+    await c.query('CREATE TABLE causal_rows (id bigserial PRIMARY KEY, payload text NOT NULL)')
+  })
+  const replicaPorts = new Set(cluster.nodes.filter((n) => n.role === 'replica').map((n) => n.port))
+  const make = (consistency: 'eventual' | 'causal') => {
+    const db = createCluster({
+      primary: cluster.primaryUrl,
+      replicas: cluster.replicaUrls,
+      pool: { max: ctx.poolMax },
+      consistency,
+    })
+    db.on('error', () => {})
+    return db
+  }
+  const eventual = make('eventual')
+  const causal = make('causal')
+  try {
+    await Promise.all([eventual.ready(), causal.ready()])
+    const load = (op: () => Promise<unknown>, durationMs = ctx.durationMs) =>
+      runLoad(op, { concurrency: ctx.concurrency, durationMs, serverCpu: ctx.serverCpu })
+
+    // (1) Writes.
+    const insert = (db: typeof causal) => () =>
+      db.query('INSERT INTO causal_rows (payload) VALUES ($1)', ['w'])
+    await load(insert(eventual), ctx.warmupMs)
+    await load(insert(causal), ctx.warmupMs)
+    const writes = await interleave(
+      ctx.reps,
+      () => load(insert(eventual)),
+      () => load(insert(causal)),
+      (rep, a, b) =>
+        ctx.log(
+          `  causal writes rep ${rep + 1}/${ctx.reps}: eventual ${a.opsPerSec.toFixed(0)}/s, causal ${b.opsPerSec.toFixed(0)}/s (${(b.opsPerSec / a.opsPerSec).toFixed(3)})`,
+        ),
+    )
+
+    // (2) Read after write, inside a session.
+    const counts = { causal: newCounts(), eventual: newCounts() }
+    const perRepShare: number[] = []
+    const raw = (db: typeof causal, mode: 'eventual' | 'causal', into: () => RawCounts) => () =>
+      db.session(
+        async () => {
+          const ins = await db.query<{ id: string }>(
+            'INSERT INTO causal_rows (payload) VALUES ($1) RETURNING id',
+            ['r'],
+          )
+          const id = ins.rows[0]!.id
+          const read = await db.query<{ id: string; port: number }>(
+            'SELECT id, inet_server_port() AS port FROM causal_rows WHERE id = $1',
+            [id],
+          )
+          const c = into()
+          c.reads++
+          const row = read.rows[0]
+          if (row === undefined) {
+            c.missing++
+            return
+          }
+          if (replicaPorts.has(row.port)) c.onReplica++
+        },
+        { consistency: mode },
+      )
+    const warm = newCounts()
+    await load(
+      raw(eventual, 'eventual', () => warm),
+      ctx.warmupMs,
+    )
+    await load(
+      raw(causal, 'causal', () => warm),
+      ctx.warmupMs,
+    )
+    const rawRuns = await interleave(
+      ctx.reps,
+      () => load(raw(eventual, 'eventual', () => counts.eventual)),
+      async (): Promise<LoadResult> => {
+        const rep = newCounts()
+        const r = await load(raw(causal, 'causal', () => rep))
+        counts.causal.reads += rep.reads
+        counts.causal.onReplica += rep.onReplica
+        counts.causal.missing += rep.missing
+        perRepShare.push(rep.onReplica / Math.max(1, rep.reads))
+        return r
+      },
+      (rep, a, b) =>
+        ctx.log(
+          `  causal read-after-write rep ${rep + 1}/${ctx.reps}: eventual ${a.opsPerSec.toFixed(0)}/s, causal ${b.opsPerSec.toFixed(0)}/s; causal reads on a replica ${((perRepShare[rep] ?? 0) * 100).toFixed(1)}%, eventual reads missing the row so far ${counts.eventual.missing}/${counts.eventual.reads}`,
+        ),
+    )
+    const writeCmp = compare(writes.baseline, writes.candidate)
+    const rawCmp = compare(rawRuns.baseline, rawRuns.candidate)
+    return {
+      writeRatio: writeCmp.ratio,
+      writes: writeCmp,
+      replicaShare: round(counts.causal.onReplica / Math.max(1, counts.causal.reads), 4),
+      replicaShareSpread: roundSpread(spread(perRepShare), 4),
+      causalMissing: counts.causal.missing,
+      eventualMissingShare: round(counts.eventual.missing / Math.max(1, counts.eventual.reads), 4),
+      readAfterWriteRatio: rawCmp.ratio,
+      readAfterWrite: rawCmp,
+      counts,
+      concurrency: ctx.concurrency,
+      poolMax: ctx.poolMax,
+      durationMs: ctx.durationMs,
+      reps: ctx.reps,
+    }
+  } finally {
+    await Promise.all([eventual.end(), causal.end()])
+  }
+}
+
+function newCounts(): RawCounts {
+  return { reads: 0, onReplica: 0, missing: 0 }
+}

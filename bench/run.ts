@@ -1,0 +1,384 @@
+/**
+ * `npm run bench [-- --quick] [-- --only=overhead,kysely,pgpool,causal,failover,classifier] [-- --out=file]`
+ *
+ * What pgsplit costs and what it saves, side by side with the alternatives, on a local
+ * streaming-replication cluster (plain PostgreSQL processes on 127.0.0.1). Every comparison
+ * runs its two variants interleaved in this one process (A B, B A, ...), fixed durations, and
+ * reports the median of the per-repetition ratios with their spread. Prints a table and writes
+ * bench/results.json (a full run) or bench/results.quick.json (--quick or --only).
+ */
+import { execFileSync, spawnSync } from 'node:child_process'
+import { writeFileSync } from 'node:fs'
+import { cpus, loadavg, totalmem } from 'node:os'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import type { TestCluster } from '../src/testing/index.js'
+import { type CausalResult, runCausal } from './causal.js'
+import { type ClassifierResult, runClassifier } from './classifier.js'
+import { type FailoverResult, runFailover } from './failover.js'
+import type { KyselyResult } from './kysely.js'
+import type { BenchContext } from './lib/context.js'
+import { seedItems, startBenchCluster, withPg } from './lib/context.js'
+import { postmasterPids, serverCpuSampler } from './lib/cpu.js'
+import type { Comparison } from './lib/interleave.js'
+import { pgsplitBuild } from './lib/pgsplit.js'
+import { type OverheadResult, runOverhead } from './overhead.js'
+import { type PgpoolResult, runPgpool } from './pgpool.js'
+
+const ALL = ['classifier', 'overhead', 'kysely', 'pgpool', 'causal', 'failover'] as const
+type BenchName = (typeof ALL)[number]
+
+interface Args {
+  quick: boolean
+  only: BenchName[]
+  out: string | null
+}
+
+function parseArgs(argv: string[]): Args {
+  const args: Args = { quick: false, only: [...ALL], out: null }
+  for (const a of argv) {
+    if (a === '--quick') args.quick = true
+    else if (a.startsWith('--only=')) {
+      const names = a.slice('--only='.length).split(',').filter(Boolean)
+      for (const n of names) {
+        if (!(ALL as readonly string[]).includes(n))
+          throw new Error(`unknown benchmark ${n} (one of ${ALL.join(', ')})`)
+      }
+      args.only = names as BenchName[]
+    } else if (a.startsWith('--out=')) args.out = a.slice('--out='.length)
+    else if (a === '--help' || a === '-h') {
+      console.log(
+        `usage: npm run bench -- [--quick] [--only=a,b] [--out=path]   benchmarks: ${ALL.join(', ')}`,
+      )
+      process.exit(0)
+    } else throw new Error(`unknown argument ${a}`)
+  }
+  return args
+}
+
+function machineInfo(pgVersion: string | null): Record<string, unknown> {
+  const cpu = cpus()
+  // pgpool prints its version on stderr.
+  const out = spawnSync('pgpool', ['--version'], { encoding: 'utf8' })
+  const pgpool = `${out.stdout ?? ''}${out.stderr ?? ''}`.trim() || null
+  return {
+    cores: cpu.length,
+    cpuModel: cpu[0]?.model ?? 'unknown',
+    memoryGiB: Math.round((totalmem() / 2 ** 30) * 10) / 10,
+    loadAverageAtStart: loadavg().map((l) => Math.round(l * 100) / 100),
+    platform: `${process.platform} ${process.arch}`,
+    node: process.version,
+    postgres: pgVersion,
+    pgpool,
+    date: new Date().toISOString(),
+  }
+}
+
+type Status = 'met' | 'MISSED' | 'n/a'
+
+interface Row {
+  bench: string
+  figure: string
+  value: string
+  spread: string
+  target: string
+  status: Status
+}
+
+const fmt = (n: number | null | undefined, digits = 3): string =>
+  n === null || n === undefined || Number.isNaN(n) ? '-' : n.toFixed(digits)
+
+function check(value: number | null | undefined, ok: (v: number) => boolean): Status {
+  if (value === null || value === undefined || Number.isNaN(value)) return 'n/a'
+  return ok(value) ? 'met' : 'MISSED'
+}
+
+function printTable(rows: Row[]): void {
+  const head: Row = {
+    bench: 'benchmark',
+    figure: 'figure',
+    value: 'median',
+    spread: 'spread (min..max)',
+    target: 'target',
+    status: 'n/a',
+  }
+  const keys = ['bench', 'figure', 'value', 'spread', 'target'] as const
+  const width = Object.fromEntries(keys.map((k) => [k, Math.max(...[head, ...rows].map((r) => r[k].length))]))
+  const line = (r: Row, status: string) =>
+    `| ${keys.map((k) => r[k].padEnd(width[k]!)).join(' | ')} | ${status.padEnd(6)} |`
+  console.log(line(head, 'status'))
+  console.log(`|${keys.map((k) => '-'.repeat(width[k]! + 2)).join('|')}|--------|`)
+  for (const r of rows) console.log(line(r, r.status === 'n/a' ? '' : r.status))
+}
+
+interface Failed {
+  error: string
+}
+
+interface Results {
+  classifier?: ClassifierResult | Failed
+  overhead?: OverheadResult | Failed
+  kysely?: KyselyResult | Failed
+  pgpool?: PgpoolResult | Failed
+  causal?: CausalResult | Failed
+  failover?: FailoverResult | Failed
+}
+
+function ok<T extends object>(value: T | Failed | undefined): T | undefined {
+  return value === undefined || 'error' in value ? undefined : value
+}
+
+function ran(
+  value: PgpoolResult | Failed | undefined,
+): Extract<PgpoolResult, { skipped: false }> | undefined {
+  const v = ok(value)
+  return v === undefined || v.skipped ? undefined : v
+}
+
+function tableRows(r: Results, want: (name: BenchName) => boolean): Row[] {
+  const rows: Row[] = []
+  const add = (row: Partial<Row> & Pick<Row, 'figure' | 'value'>) =>
+    rows.push({ bench: '', spread: '', target: '', status: 'n/a', ...row })
+  const failed = (bench: string, figure: string, value: unknown, target = '') => {
+    if (value !== undefined && typeof value === 'object' && value !== null && 'error' in value) {
+      add({ bench, figure, value: 'error', target })
+      return true
+    }
+    return value === undefined
+  }
+  const ratioRows = (
+    bench: string,
+    figure: string,
+    c: Comparison,
+    target: string,
+    pass: ((v: number) => boolean) | null,
+  ): void => {
+    add({
+      bench,
+      figure,
+      value: fmt(c.ratio),
+      spread: `${fmt(c.ratioSpread.min)}..${fmt(c.ratioSpread.max)}`,
+      target,
+      status: pass === null ? 'n/a' : check(c.ratio, pass),
+    })
+    add({
+      figure: '  throughput /s (base -> cand)',
+      value: `${fmt(c.baseline.opsPerSec.median, 0)} -> ${fmt(c.candidate.opsPerSec.median, 0)}`,
+    })
+    add({
+      figure: '  p50 / p99 ms (base -> cand)',
+      value: `${fmt(c.baseline.p50Ms.median, 2)}/${fmt(c.baseline.p99Ms.median, 2)} -> ${fmt(c.candidate.p50Ms.median, 2)}/${fmt(c.candidate.p99Ms.median, 2)}`,
+    })
+    add({
+      figure: '  CPU us/op: client, +servers',
+      value: `${fmt(c.baseline.cpuUsPerOp.median, 1)}, ${fmt(c.baseline.stackCpuUsPerOp.median, 1)} -> ${fmt(c.candidate.cpuUsPerOp.median, 1)}, ${fmt(c.candidate.stackCpuUsPerOp.median, 1)}`,
+      spread: `ratios ${fmt(c.cpuPerOpRatio)}, ${fmt(c.stackCpuPerOpRatio)}`,
+    })
+  }
+  if (want('overhead') && !failed('overhead', 'pgsplit/raw pg.Pool', r.overhead, '>= 0.97')) {
+    const o = ok(r.overhead)!
+    ratioRows(
+      'overhead',
+      'pgsplit/raw pg.Pool, PK select',
+      o.workloads.selectByPk,
+      '>= 0.97',
+      (v) => v >= 0.97,
+    )
+    ratioRows('overhead', 'pgsplit/raw pg.Pool, SELECT 1', o.workloads.select1, '>= 0.97', (v) => v >= 0.97)
+  }
+  if (want('kysely') && !failed('kysely', 'SplitDialect/PostgresDialect', r.kysely, '>= 0.97')) {
+    ratioRows('kysely', 'SplitDialect/PostgresDialect', ok(r.kysely)!, '>= 0.97', (v) => v >= 0.97)
+  }
+  if (want('pgpool') && !failed('pgpool', 'pgsplit/pgpool-II', r.pgpool, '>= 2')) {
+    const p = ok(r.pgpool)!
+    if (p.skipped) add({ bench: 'pgpool', figure: 'skipped', value: p.reason, target: '>= 2' })
+    else {
+      ratioRows('pgpool', 'pgsplit/pgpool-II, read-only', p.readOnly, '>= 2', (v) => v >= 2)
+      ratioRows('pgpool', 'pgsplit/pgpool-II, 90/10 r/w', p.mixed, '>= 2', (v) => v >= 2)
+      ratioRows('pgpool', 'same, read-only, 1 caller (info)', p.readOnlySerial, '', null)
+    }
+  }
+  if (want('failover') && !failed('failover', 'writable -> first write', r.failover, 'median <= 500')) {
+    const f = ok(r.failover)!
+    add({
+      bench: 'failover',
+      figure: `writable -> first write ms (${f.runs.length} runs)`,
+      value: fmt(f.medianMs, 0),
+      spread: `${fmt(f.recoveryMs.min, 0)}..${fmt(f.maxMs, 0)}`,
+      target: 'median <= 500',
+      status: check(f.medianMs, (v) => v <= 500),
+    })
+    add({
+      figure: '  kill -9 -> first write ms',
+      value: fmt(f.outageMs.median, 0),
+      spread: `${fmt(f.outageMs.min, 0)}..${fmt(f.outageMs.max, 0)}`,
+    })
+    add({
+      figure: '  failed writes (all runs)',
+      value: String(f.failedWritesTotal),
+      spread: JSON.stringify(f.failedByKind),
+    })
+    add({ figure: '  acknowledged writes lost (async)', value: String(f.ackedWritesLostTotal) })
+  }
+  if (want('causal') && !failed('causal', 'writes causal/eventual', r.causal, '>= 0.9')) {
+    const c = ok(r.causal)!
+    ratioRows('causal', 'writes causal/eventual', c.writes, '>= 0.9', (v) => v >= 0.9)
+    add({
+      bench: 'causal',
+      figure: 'read-after-write reads on replicas',
+      value: `${fmt(c.replicaShare * 100, 1)}%`,
+      spread: `${fmt(c.replicaShareSpread.min * 100, 1)}..${fmt(c.replicaShareSpread.max * 100, 1)}%`,
+    })
+    add({
+      figure: '  causal reads missing own row',
+      value: String(c.causalMissing),
+      target: '0',
+      status: check(c.causalMissing, (v) => v === 0),
+    })
+    add({ figure: '  eventual reads missing own row', value: `${fmt(c.eventualMissingShare * 100, 1)}%` })
+    add({
+      figure: '  read-after-write causal/eventual',
+      value: fmt(c.readAfterWriteRatio),
+      spread: `${fmt(c.readAfterWrite.ratioSpread.min)}..${fmt(c.readAfterWrite.ratioSpread.max)}`,
+    })
+  }
+  if (want('classifier') && !failed('classifier', 'ns/statement', r.classifier)) {
+    const c = ok(r.classifier)!
+    add({
+      bench: 'classifier',
+      figure: `cached ns/statement (${c.statements} stmts)`,
+      value: fmt(c.cachedNs, 0),
+      spread: `${fmt(c.cached.min, 0)}..${fmt(c.cached.max, 0)}`,
+    })
+    add({
+      bench: 'classifier',
+      figure: 'uncached ns/statement',
+      value: fmt(c.uncachedNs, 0),
+      spread: `${fmt(c.uncached.min, 0)}..${fmt(c.uncached.max, 0)}`,
+    })
+  }
+  return rows
+}
+
+async function main(): Promise<void> {
+  const args = parseArgs(process.argv.slice(2))
+  const started = Date.now()
+  const log = (line: string) => console.log(line)
+  log(`pgsplit under test: ${pgsplitBuild.source} (${pgsplitBuild.why})`)
+  const ctx: BenchContext = args.quick
+    ? { quick: true, reps: 2, durationMs: 700, warmupMs: 400, concurrency: 16, poolMax: 10, log }
+    : { quick: false, reps: 10, durationMs: 1_500, warmupMs: 1_000, concurrency: 16, poolMax: 10, log }
+  const failoverReps = args.quick ? 2 : 5
+  const want = (name: BenchName) => args.only.includes(name)
+  const results: Record<string, unknown> = {}
+  const errors: Record<string, string> = {}
+
+  const attempt = async (name: BenchName, fn: () => Promise<unknown> | unknown): Promise<void> => {
+    if (!want(name)) return
+    const t0 = Date.now()
+    log(`${name}: running`)
+    try {
+      results[name] = await fn()
+    } catch (err) {
+      errors[name] = (err as Error).stack ?? String(err)
+      results[name] = { error: (err as Error).message }
+      log(`${name}: FAILED: ${(err as Error).stack}`)
+    }
+    log(`${name}: done in ${((Date.now() - t0) / 1000).toFixed(1)} s`)
+  }
+
+  let pgVersion: string | null = null
+  await attempt('classifier', () => runClassifier(ctx))
+
+  const needsShared = ['overhead', 'kysely', 'pgpool', 'causal'].some((n) => want(n as BenchName))
+  let cluster: TestCluster | null = null
+  if (needsShared) {
+    const t0 = Date.now()
+    cluster = await startBenchCluster(ctx, 2)
+    await seedItems(cluster)
+    pgVersion = await withPg(
+      cluster.primaryUrl,
+      async (c) => (await c.query<{ server_version: string }>('SHOW server_version')).rows[0]!.server_version,
+    )
+    const c = cluster
+    ctx.serverCpu = serverCpuSampler(() => postmasterPids(c))
+    log(
+      `cluster: 1 primary + 2 replicas, items seeded, in ${((Date.now() - t0) / 1000).toFixed(1)} s (PostgreSQL ${pgVersion})`,
+    )
+  }
+  try {
+    const shared = cluster
+    if (shared !== null) {
+      await attempt('overhead', () => runOverhead(ctx, shared))
+      await attempt('kysely', async () => (await import('./kysely.js')).runKysely(ctx, shared))
+      await attempt('pgpool', () => runPgpool(ctx, shared))
+      await attempt('causal', () => runCausal(ctx, shared))
+    }
+  } finally {
+    await cluster?.destroy()
+  }
+  await attempt('failover', () => runFailover(ctx, failoverReps))
+  if (pgVersion === null) {
+    try {
+      pgVersion = execFileSync('sh', ['-c', 'ls -d /usr/lib/postgresql/*/bin/postgres | sort -V | tail -1'], {
+        encoding: 'utf8',
+      }).trim()
+      pgVersion = execFileSync(pgVersion, ['--version'], { encoding: 'utf8' }).trim()
+    } catch {
+      pgVersion = null
+    }
+  }
+
+  // ---- table and json ----
+  const r = results as Results
+  const rows = tableRows(r, want)
+  console.log('')
+  printTable(rows)
+
+  const json = {
+    command: `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`,
+    quick: args.quick,
+    machine: machineInfo(pgVersion),
+    pgsplitBuild,
+    settings: {
+      reps: ctx.reps,
+      durationMs: ctx.durationMs,
+      warmupMs: ctx.warmupMs,
+      concurrency: ctx.concurrency,
+      poolMax: ctx.poolMax,
+      failoverReps,
+    },
+    elapsedS: Math.round((Date.now() - started) / 100) / 10,
+    loadAverageAtEnd: loadavg().map((l) => Math.round(l * 100) / 100),
+    headline: {
+      'overhead.ratio': ok(r.overhead)?.ratio ?? null,
+      'kysely.ratio': ok(r.kysely)?.ratio ?? null,
+      'pgpool.readOnly.ratio': ran(r.pgpool)?.readOnly.ratio ?? null,
+      'pgpool.mixed.ratio': ran(r.pgpool)?.mixed.ratio ?? null,
+      'failover.medianMs': ok(r.failover)?.medianMs ?? null,
+      'failover.maxMs': ok(r.failover)?.maxMs ?? null,
+      'causal.writeRatio': ok(r.causal)?.writeRatio ?? null,
+      'causal.replicaShare': ok(r.causal)?.replicaShare ?? null,
+      'classifier.cachedNs': ok(r.classifier)?.cachedNs ?? null,
+      'classifier.uncachedNs': ok(r.classifier)?.uncachedNs ?? null,
+    },
+    targets: rows
+      .filter((row) => row.status !== 'n/a')
+      .map((row) => ({
+        figure: `${row.bench} ${row.figure}`.trim(),
+        value: row.value,
+        target: row.target,
+        status: row.status,
+      })),
+    ...results,
+    errors: Object.keys(errors).length > 0 ? errors : undefined,
+  }
+  const here = dirname(fileURLToPath(import.meta.url))
+  const full = args.only.length === ALL.length && !args.quick
+  const out = args.out ?? join(here, full ? 'results.json' : 'results.quick.json')
+  writeFileSync(out, `${JSON.stringify(json, null, 2)}\n`)
+  console.log(`\nwrote ${out} (${json.elapsedS} s)`)
+  if (Object.keys(errors).length > 0) process.exitCode = 1
+}
+
+await main()
