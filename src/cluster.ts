@@ -314,7 +314,9 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     let values: unknown[] | undefined
     let options: QueryOptions | undefined
     let callback: Callback<pg.QueryResult> | undefined
-    for (const arg of [a, b, c]) {
+    // Unrolled, no array: this runs for every query.
+    for (let i = 0; i < 3; i++) {
+      const arg = i === 0 ? a : i === 1 ? b : c
       if (arg === undefined || arg === null) continue
       if (Array.isArray(arg)) values = arg
       else if (typeof arg === 'function') callback = arg
@@ -331,35 +333,61 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     return undefined
   }
 
-  async #query(
+  /**
+   * Not async on purpose: an eventual read (the common case) is one pool checkout and one
+   * query, with no extra promise or async frame between the caller and pg.
+   */
+  #query(
     text: QueryText,
     values: unknown[] | undefined,
     options: QueryOptions | undefined,
   ): Promise<pg.QueryResult> {
-    if (this.#ended) throw new ClusterEndedError('query')
+    if (this.#ended) return Promise.reject(new ClusterEndedError('query'))
     let config: pg.QueryConfig
     if (typeof text === 'string') config = new TextQuery(text, values)
     else if (typeof text === 'object' && text !== null && typeof text.text === 'string') {
       if (isPlainQueryConfig(text)) config = new TextQuery(text.text, values ?? text.values)
       else config = values === undefined ? text : { ...text, values }
     } else {
-      throw new TypeError('db.query: expected SQL text, a QueryConfig with .text, or a Submittable')
+      return Promise.reject(
+        new TypeError('db.query: expected SQL text, a QueryConfig with .text, or a Submittable'),
+      )
     }
-    if (!this.#initialized) await this.#initial.catch(() => undefined)
+    if (!this.#initialized) {
+      return this.#initial.catch(() => undefined).then(() => this.#route(config, options))
+    }
+    return this.#route(config, options)
+  }
+
+  #route(config: pg.QueryConfig, options: QueryOptions | undefined): Promise<pg.QueryResult> {
     const scope = currentScope()
     const classification = this.#classifier.classify(config.text)
     if (classification.transactionControl !== undefined) {
-      throw new TransactionStatementError(firstWord(config.text))
+      return Promise.reject(new TransactionStatementError(firstWord(config.text)))
     }
-    const mode =
-      options?.consistency !== undefined
-        ? validateConsistency(options.consistency, 'options.consistency')
-        : (scope?.consistency ?? this.#config.consistency)
+    let mode: ConsistencyMode
+    if (options?.consistency !== undefined) {
+      try {
+        mode = validateConsistency(options.consistency, 'options.consistency')
+      } catch (err) {
+        return Promise.reject(err)
+      }
+    } else {
+      mode = scope?.consistency ?? this.#config.consistency
+    }
     const role = options?.role ?? (scope?.forcePrimary ? 'primary' : 'auto')
     if (role === 'primary' || (role === 'auto' && classification.kind === 'write')) {
       return this.#write(config, classification.kind === 'write', mode, scope)
     }
-    return this.#read(config, role === 'auto', mode, scope, options?.after)
+    const auto = role === 'auto'
+    if (mode === 'eventual' && options?.after === undefined) {
+      const node = this.#router.pick()
+      if (node === null) return this.#noReplica(config, 'no replica is up and within maxLag')
+      return this.#runOn(node, config).catch((err: unknown) =>
+        this.#readFailed(node, config, auto, null, err),
+      )
+    }
+    return this.#read(config, auto, mode, scope, options?.after)
   }
 
   #sessionOf(scope: Scope | undefined): CausalSession {
@@ -381,7 +409,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       const session = this.#sessionOf(scope)
       if (session.primaryUntil > Date.now()) return this.#readOnPrimary(config)
       if (kind === 'causal') {
-        token = laterToken(token, session.hasPending ? await session.token() : session.settledToken)
+        token = laterToken(token, session.needsWait ? await session.token() : session.settledToken)
       }
     }
     let node: ClusterNode | null
@@ -674,10 +702,18 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       return
     }
     if (mode !== 'causal') return
-    const token = this.#lsnReader.read(node).catch(() => null)
+    // The token is read lazily, when a read (or lastWriteToken()) first needs it: write-only
+    // traffic pays nothing, and any position read after the acknowledgement is past the commit.
+    // It is read on the primary of that moment: after a failover, the new one's position covers
+    // every write that survived it.
+    let fetched: Promise<WriteToken | null> | null = null
+    const fetch = () => {
+      fetched ??= this.#lsnReader.read(this.#topology.primary ?? node).catch(() => null)
+      return fetched
+    }
     const pinMs = this.#config.failover.timeoutMs
-    session.recordWrite(token, pinMs)
-    if (session !== this.#global) this.#global.recordWrite(token, pinMs)
+    session.recordWrite(fetch, pinMs)
+    if (session !== this.#global) this.#global.recordWrite(fetch, pinMs)
   }
 
   #submit<T extends Submittable>(submittable: T, options: QueryOptions | undefined): T {

@@ -68,10 +68,25 @@ export function scanSelect(root: OperationNode): Scan {
   return opaque ? 'opaque' : 'read'
 }
 
-/** Classifies SQL texts with the library's classifier and remembers the answers (bounded). */
+function remember<V>(cache: Map<string, V>, max: number, key: string, value: V): void {
+  if (key.length > 8192) return
+  if (cache.size >= max) {
+    const oldest = cache.keys().next()
+    if (oldest.done !== true) cache.delete(oldest.value)
+  }
+  cache.set(key, value)
+}
+
+/**
+ * Classifies SQL texts with the library's classifier and remembers the answers (bounded), and
+ * remembers the route of each SELECT's SQL text: the text shows every data-modifying statement,
+ * lock clause and function call the tree holds, so one text has one route, and the tree walk
+ * (microseconds per query) runs once per text.
+ */
 export class SqlClassifierCache {
   readonly #options: ClassifierOptions
   readonly #cache = new Map<string, Classification>()
+  readonly #selects = new Map<string, QueryRoute>()
   readonly #max: number
 
   constructor(options: ClassifierOptions = {}, max = 2000) {
@@ -83,14 +98,17 @@ export class SqlClassifierCache {
     const hit = this.#cache.get(sql)
     if (hit !== undefined) return hit
     const result = classify(sql, this.#options)
-    if (sql.length <= 8192) {
-      if (this.#cache.size >= this.#max) {
-        const oldest = this.#cache.keys().next()
-        if (oldest.done !== true) this.#cache.delete(oldest.value)
-      }
-      this.#cache.set(sql, result)
-    }
+    remember(this.#cache, this.#max, sql, result)
     return result
+  }
+
+  selectRoute(sql: string): QueryRoute | undefined {
+    return this.#selects.get(sql)
+  }
+
+  rememberSelect(sql: string, route: QueryRoute): QueryRoute {
+    remember(this.#selects, this.#max, sql, route)
+    return route
   }
 }
 
@@ -113,10 +131,13 @@ export function routeQuery(query: CompiledQuery, classifier: SqlClassifierCache)
   const node = query.query
   switch (node.kind) {
     case 'SelectQueryNode': {
+      const known = classifier.selectRoute(query.sql)
+      if (known !== undefined) return known
       const scan = scanSelect(node)
-      if (scan === 'write') return WRITE
-      if (scan === 'opaque') return fromClassification(classifier.classify(query.sql))
-      return READ
+      if (scan === 'write') return classifier.rememberSelect(query.sql, WRITE)
+      if (scan === 'opaque')
+        return classifier.rememberSelect(query.sql, fromClassification(classifier.classify(query.sql)))
+      return classifier.rememberSelect(query.sql, READ)
     }
     case 'RawNode':
       return fromClassification(classifier.classify(query.sql))

@@ -50,16 +50,29 @@ export class CausalSession {
   /** Reads go to the primary until this time (sticky mode, or a write whose token is unknown). */
   primaryUntil = 0
 
-  /** Records a write: `token` resolves to its LSN (null if it could not be read). */
-  recordWrite(token: Promise<WriteToken | null>, unknownTokenPinMs: number): void {
+  /**
+   * Records a write. `fetch` reads a position past its commit (null if it could not be read);
+   * it is called lazily, by the first {@link token} call that needs it. A later write replaces an
+   * unfetched earlier one: the later position covers both.
+   */
+  recordWrite(fetch: () => Promise<WriteToken | null>, unknownTokenPinMs: number): void {
+    this.#unfetched = fetch
+    this.#unknownTokenPinMs = unknownTokenPinMs
+  }
+
+  #unfetched: (() => Promise<WriteToken | null>) | null = null
+  #unknownTokenPinMs = 0
+
+  #track(token: Promise<WriteToken | null>): void {
+    const pinMs = this.#unknownTokenPinMs
     this.#pending.add(token)
     token
       .then((t) => {
-        if (t === null) this.primaryUntil = Math.max(this.primaryUntil, Date.now() + unknownTokenPinMs)
+        if (t === null) this.primaryUntil = Math.max(this.primaryUntil, Date.now() + pinMs)
         else this.#token = laterToken(this.#token, t)
       })
       .catch(() => {
-        this.primaryUntil = Math.max(this.primaryUntil, Date.now() + unknownTokenPinMs)
+        this.primaryUntil = Math.max(this.primaryUntil, Date.now() + pinMs)
       })
       .finally(() => this.#pending.delete(token))
   }
@@ -79,12 +92,18 @@ export class CausalSession {
    * load a reader must not starve.
    */
   async token(): Promise<WriteToken | null> {
+    if (this.#unfetched !== null) {
+      const fetch = this.#unfetched
+      this.#unfetched = null
+      this.#track(fetch())
+    }
     if (this.#pending.size > 0) await Promise.allSettled([...this.#pending])
     return this.#token
   }
 
-  get hasPending(): boolean {
-    return this.#pending.size > 0
+  /** True when a write's token is not known yet: a causal read must call {@link token}. */
+  get needsWait(): boolean {
+    return this.#unfetched !== null || this.#pending.size > 0
   }
 
   /** The latest token known without waiting. */
