@@ -44,7 +44,7 @@ export interface NodeStatus {
   receiveLsn: string | null
   /** Primary's LSN minus this replica's replay LSN (0 when caught up; null without a primary). */
   lagBytes: number | null
-  /** 0 when caught up; else the age of the last replayed transaction (see docs/sections/cli.md). */
+  /** 0 when caught up; else the age of the last replayed transaction (see the README, 'The `pgsplit status` command'). */
   lagMs: number | null
   replayPaused: boolean | null
   /** Replica: where its WAL receiver streams from (`sender_host:sender_port`). */
