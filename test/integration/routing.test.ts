@@ -206,9 +206,9 @@ describe('routing by statement', () => {
       expect(replicaPorts).toContain(port)
       expect(readOnly).toBe('on')
       // Without readOnly the transaction stays on the primary.
-      expect(await ro.transaction(async (tx) => (await tx.query('SELECT inet_server_port() AS p')).rows[0].p)).toBe(
-        primaryPort,
-      )
+      expect(
+        await ro.transaction(async (tx) => (await tx.query('SELECT inet_server_port() AS p')).rows[0].p),
+      ).toBe(primaryPort)
     } finally {
       await ro.end()
     }
