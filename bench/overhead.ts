@@ -11,12 +11,21 @@ import { type Comparison, compare, interleave } from './lib/interleave.js'
 import { runLoad } from './lib/load.js'
 import { type Cluster, createCluster } from './lib/pgsplit.js'
 
+/** pgsplit's default bounds on every wait (src/config.ts DEFAULTS.pool), for the like-for-like baseline. */
+const PGSPLIT_POOL_BOUNDS = { connectionTimeoutMillis: 5_000, query_timeout: 60_000, keepAlive: true }
+
 export interface OverheadResult {
   /** Headline: pgsplit / raw throughput on the primary-key SELECT. */
   ratio: number
   workloads: {
     selectByPk: Comparison
     select1: Comparison
+    /**
+     * `SELECT 1` with the raw pool given pgsplit's default bounds too (connectionTimeoutMillis,
+     * query_timeout, keepAlive): what the routing itself costs, without the timers that the
+     * bounded waits cost both sides.
+     */
+    select1SameBounds: Comparison
   }
   /** Share of pgsplit's reads that ran on the replica (must be 1). */
   replicaShare: number
@@ -33,6 +42,8 @@ export async function runOverhead(ctx: BenchContext, cluster: TestCluster): Prom
   const replica = cluster.nodes.find((n) => n.role === 'replica')!
   const raw = new pg.Pool({ connectionString: replica.url, max: ctx.poolMax })
   raw.on('error', () => {})
+  const bounded = new pg.Pool({ connectionString: replica.url, max: ctx.poolMax, ...PGSPLIT_POOL_BOUNDS })
+  bounded.on('error', () => {})
   const db = createCluster({
     primary: cluster.primaryUrl,
     replicas: [replica.url],
@@ -50,6 +61,10 @@ export async function runOverhead(ctx: BenchContext, cluster: TestCluster): Prom
       },
       select1: {
         raw: () => raw.query('SELECT 1'),
+        pgsplit: () => db.query('SELECT 1'),
+      },
+      select1SameBounds: {
+        raw: () => bounded.query('SELECT 1'),
         pgsplit: () => db.query('SELECT 1'),
       },
     }
@@ -86,7 +101,7 @@ export async function runOverhead(ctx: BenchContext, cluster: TestCluster): Prom
       reps: ctx.reps,
     }
   } finally {
-    await Promise.all([raw.end(), db.end()])
+    await Promise.all([raw.end(), bounded.end(), db.end()])
   }
 }
 

@@ -185,6 +185,13 @@ function tableRows(r: Results, want: (name: BenchName) => boolean): Row[] {
       (v) => v >= 0.97,
     )
     ratioRows('overhead', 'pgsplit/raw pg.Pool, SELECT 1', o.workloads.select1, '>= 0.97', (v) => v >= 0.97)
+    ratioRows(
+      'overhead',
+      "same, raw pool with pgsplit's bounds (info)",
+      o.workloads.select1SameBounds,
+      '',
+      null,
+    )
   }
   if (want('kysely') && !failed('kysely', 'SplitDialect/PostgresDialect', r.kysely, '>= 0.97')) {
     ratioRows('kysely', 'SplitDialect/PostgresDialect', ok(r.kysely)!, '>= 0.97', (v) => v >= 0.97)
