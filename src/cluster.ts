@@ -912,7 +912,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
    * ```
    */
   session<T>(fn: () => T, options: SessionOptions = {}): T {
-    const session = new CausalSession()
+    const session = new CausalSession({ eager: true })
     if (typeof options.token === 'string' && options.token !== '') session.observe(parseToken(options.token))
     const configured = this.#config.consistency
     const consistency =

@@ -56,8 +56,22 @@ export class CausalSession {
    * unfetched earlier one: the later position covers both.
    */
   recordWrite(fetch: () => Promise<WriteToken | null>, unknownTokenPinMs: number): void {
-    this.#unfetched = fetch
     this.#unknownTokenPinMs = unknownTokenPinMs
+    if (this.eager) {
+      // An explicit scope (a request) nearly always reads or hands out its token: fetch it now,
+      // while the caller goes on, so the read does not wait a round trip for it.
+      this.#unfetched = null
+      this.#track(fetch())
+    } else {
+      this.#unfetched = fetch
+    }
+  }
+
+  /** Fetch tokens right after each write (explicit sessions) instead of at the first read. */
+  readonly eager: boolean
+
+  constructor(options: { eager?: boolean } = {}) {
+    this.eager = options.eager === true
   }
 
   #unfetched: (() => Promise<WriteToken | null>) | null = null
