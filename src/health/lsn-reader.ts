@@ -31,6 +31,8 @@ export class LsnReader {
 
   /** A token at or past every write on `primary` acknowledged before this call. */
   read(primary: ClusterNode): Promise<WriteToken> {
+    // After end(): no new connection may be opened (it would outlive the cluster).
+    if (this.#ended) return Promise.reject(new Error('the cluster has been ended'))
     if (this.#node !== primary) {
       this.#prober?.end()
       this.#node = primary
@@ -70,7 +72,10 @@ export class LsnReader {
     return { timeline: Number(row.timeline), lsn }
   }
 
+  #ended = false
+
   end(): void {
+    this.#ended = true
     this.#prober?.end()
     this.#prober = null
     this.#node = null
