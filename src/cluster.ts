@@ -127,6 +127,20 @@ export interface RoleTarget {
 
 const NOT_SENT = /not queryable/
 
+/** A client pg has given up on (its socket failed, or it is closing): nothing can be sent on it. */
+function isDead(client: pg.PoolClient): boolean {
+  const flags = client as unknown as QueryableFlags
+  return flags._queryable === false || flags._ending === true
+}
+
+/**
+ * Gives a client back after `err`. Not `release(err)` for every error, as pg.Pool#query does: a
+ * burst of SQL errors would become a burst of reconnects. Only a broken connection is destroyed.
+ */
+function releaseAfter(client: pg.PoolClient, err: unknown): void {
+  client.release(isConnectionError(err) || isDead(client) ? (err as Error) : undefined)
+}
+
 /** Errors from a replica that say the replica (not the SQL) failed: the read runs elsewhere. */
 function isReplicaReason(err: unknown): boolean {
   const code = (err as { code?: unknown } | null)?.code
@@ -544,7 +558,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       return result
     } catch (err) {
       node.errors++
-      client.release(isConnectionError(err) ? (err as Error) : undefined)
+      releaseAfter(client, err)
       return this.#readFailed(node, config, auto, token, err)
     } finally {
       node.inFlight--
@@ -554,10 +568,8 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   #runOn(node: ClusterNode, config: pg.QueryConfig): Promise<pg.QueryResult> {
     node.inFlight++
     node.queries++
-    // Not pool.query(): it destroys the connection on ANY error, so a burst of SQL errors
-    // became a burst of reconnects (auth, connect timeouts) against the node. A connection
-    // is thrown away only when it is broken. Callbacks, not promises: this is every read's
-    // hot path, and each promise and async frame costs client CPU (see bench/overhead.ts).
+    // Not pool.query(): see releaseAfter. Callbacks, not promises: this is every read's hot
+    // path, and each promise and async frame costs client CPU (see bench/overhead.ts).
     return new Promise((resolve, reject) => {
       const fail = (err: Error) => {
         node.errors++
@@ -574,9 +586,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
             resolve(result)
             return
           }
-          const flags = c as unknown as QueryableFlags
-          const broken = isConnectionError(err) || flags._queryable === false || flags._ending === true
-          c.release(broken ? err : undefined)
+          releaseAfter(c, err)
           fail(err)
         }
         try {
@@ -621,8 +631,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
         await this.#failedOver(node, `connect to primary ${node.name} failed: ${describeError(err)}`)
         continue
       }
-      const flags = client as unknown as QueryableFlags
-      if (flags._queryable === false || flags._ending === true) {
+      if (isDead(client)) {
         // A dead connection the pool had not noticed yet: nothing was sent on it.
         client.release(new Error('connection found dead before use'))
         continue
@@ -877,7 +886,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       if (!broken && !commitSent) {
         await client.query('ROLLBACK').catch(() => undefined)
       }
-      client.release(broken ? (err as Error) : undefined)
+      releaseAfter(client, err)
       if (broken && commitSent && writes) throw new WriteOutcomeUnknownError(node.name, err)
       if (broken && !commitSent) {
         void this.#discovery.trigger(`transaction on ${node.name} lost its connection`)
