@@ -14,7 +14,7 @@ import { startCluster, type TestCluster } from '../../src/testing/index.js'
 import {
   adminQuery,
   eventually,
-  libraryConnections,
+  expectNoLibraryConnections,
   timed,
   trackProcessErrors,
 } from '../support/reliability.js'
@@ -378,11 +378,11 @@ describe('on a running cluster', () => {
     await db.end()
     for (const db2 of open) await db2.end()
     expect(db.totalCount).toBe(0)
-    for (const node of pgc.nodes) {
-      await eventually(async () => {
-        expect(await libraryConnections(node.url, [APP, 'pgsplit-monitor'])).toBe(0)
-      }, 5_000)
-    }
+    await expectNoLibraryConnections(
+      pgc.nodes.map((n) => n.url),
+      APP,
+      5_000,
+    )
     expect(processErrors.unhandledRejections).toEqual([])
     expect(processErrors.uncaughtExceptions).toEqual([])
   })

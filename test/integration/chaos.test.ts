@@ -8,8 +8,8 @@ import {
   adminQuery,
   errorKey,
   eventually,
+  expectNoLibraryConnections,
   formatTally,
-  libraryConnections,
   sleep,
   tally,
   trackProcessErrors,
@@ -318,10 +318,10 @@ describe(`chaos: ${CYCLES} failovers under load`, () => {
     await db.end()
     expect(db.totalCount).toBe(0)
     for (const node of db.topology().nodes) expect(node.pool.total, node.name).toBe(0)
-    for (const node of pgc.nodes) {
-      await eventually(async () => {
-        expect(await libraryConnections(node.url, [APP, 'pgsplit-monitor'])).toBe(0)
-      }, 10_000)
-    }
+    await expectNoLibraryConnections(
+      pgc.nodes.map((n) => n.url),
+      APP,
+      10_000,
+    )
   })
 })

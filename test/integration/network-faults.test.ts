@@ -12,8 +12,8 @@ import {
   adminQuery,
   errorKey,
   eventually,
+  expectNoLibraryConnections,
   formatTally,
-  libraryConnections,
   sleep,
   tally,
   timed,
@@ -308,11 +308,11 @@ describe('network faults', () => {
     const db = cluster()
     await allUp(db)
     await db.end()
-    for (const node of pgc.nodes) {
-      await eventually(async () => {
-        expect(await libraryConnections(node.url, [APP, 'pgsplit-monitor'])).toBe(0)
-      }, 10_000)
-    }
+    await expectNoLibraryConnections(
+      pgc.nodes.map((n) => n.url),
+      APP,
+      10_000,
+    )
     expect(processErrors.unhandledRejections).toEqual([])
     expect(processErrors.uncaughtExceptions).toEqual([])
   })

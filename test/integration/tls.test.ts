@@ -6,13 +6,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { type Cluster, type ClusterConfig, createCluster, NoPrimaryError } from '../../src/index.js'
 import { startCluster, type TestCluster } from '../../src/testing/index.js'
 import { serverOsUser } from '../../src/testing/process-utils.js'
-import {
-  adminQuery,
-  eventually,
-  libraryConnections,
-  timed,
-  trackProcessErrors,
-} from '../support/reliability.js'
+import { adminQuery, expectNoLibraryConnections, timed, trackProcessErrors } from '../support/reliability.js'
 
 // TLS passes through to pg: a cluster whose servers present a certificate of a test CA (made with
 // openssl at test time), reached with `pool.ssl`, per-node `ssl`, or URLs with
@@ -203,11 +197,11 @@ describe('TLS', () => {
 
   it('leaves no connection and no unhandled error', async () => {
     await Promise.all(open.splice(0).map((db) => db.end()))
-    for (const node of pgc.nodes) {
-      await eventually(async () => {
-        expect(await libraryConnections(node.url, [APP, 'pgsplit-monitor'])).toBe(0)
-      }, 10_000)
-    }
+    await expectNoLibraryConnections(
+      pgc.nodes.map((n) => n.url),
+      APP,
+      10_000,
+    )
     expect(processErrors.unhandledRejections).toEqual([])
     expect(processErrors.uncaughtExceptions).toEqual([])
   })

@@ -4,6 +4,7 @@
  * of the library's server connections.
  */
 import pg from 'pg'
+import { expect } from 'vitest'
 
 /** One query on a fresh connection of its own (never through pgsplit). */
 export async function adminQuery<R extends pg.QueryResultRow = pg.QueryResultRow>(
@@ -99,6 +100,22 @@ export async function libraryConnections(url: string, names: string[]): Promise<
     [names],
   )
   return row?.n ?? 0
+}
+
+/**
+ * Waits until none of the servers at `urls` holds a connection of the library: the pools (whose
+ * application_name is `app`) and the monitor's (`pgsplit-monitor`).
+ */
+export async function expectNoLibraryConnections(
+  urls: readonly string[],
+  app: string,
+  timeoutMs: number,
+): Promise<void> {
+  for (const url of urls) {
+    await eventually(async () => {
+      expect(await libraryConnections(url, [app, 'pgsplit-monitor'])).toBe(0)
+    }, timeoutMs)
+  }
 }
 
 /**
