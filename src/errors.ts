@@ -88,3 +88,37 @@ export class TimeoutError extends PgsplitError {
     super('PGSPLIT_TIMEOUT', message)
   }
 }
+
+/**
+ * A node's pool had no free client within `connectionTimeoutMillis` (pg-pool's "timeout
+ * exceeded when trying to connect"). Nothing was sent; it is not a failover.
+ */
+export class PoolExhaustedError extends PgsplitError {
+  readonly node: string
+  constructor(node: string, waitedMs: number | undefined, options?: { cause?: unknown }) {
+    super(
+      'PGSPLIT_POOL_EXHAUSTED',
+      `no free connection to ${node} within connectionTimeoutMillis${waitedMs === undefined ? '' : `=${waitedMs} ms`}: every client of its pool is in use (raise pool.max, or find what holds clients)`,
+      options,
+    )
+    this.node = node
+  }
+}
+
+/**
+ * The primary is writable (not in recovery) but refused a write as read-only (SQLSTATE 25006),
+ * e.g. `default_transaction_read_only = on`. Not a failover: nothing ran, nothing is retried.
+ */
+export class PrimaryReadOnlyError extends PgsplitError {
+  readonly node: string
+  readonly sqlState = '25006'
+  constructor(node: string, options?: { cause?: unknown }) {
+    const reason = options?.cause instanceof Error ? options.cause.message : 'read-only transaction'
+    super(
+      'PGSPLIT_PRIMARY_READ_ONLY',
+      `primary ${node} is not in recovery but refused the write as read-only (25006: ${reason}); check default_transaction_read_only`,
+      options,
+    )
+    this.node = node
+  }
+}

@@ -31,6 +31,8 @@ export {
   NoPrimaryError,
   NoReplicaAvailableError,
   PgsplitError,
+  PoolExhaustedError,
+  PrimaryReadOnlyError,
   TimeoutError,
   TransactionStatementError,
   WriteOutcomeUnknownError,
