@@ -2,12 +2,10 @@ import {
   type Generated,
   Kysely,
   type LogEvent,
-  type Migration,
-  type MigrationProvider,
-  Migrator,
   PostgresDialect,
   sql,
 } from 'kysely'
+import { type Migration, type MigrationProvider, Migrator } from 'kysely/migration'
 import { jsonArrayFrom, jsonObjectFrom } from 'kysely/helpers/postgres'
 import pg from 'pg'
 import Cursor from 'pg-cursor'
