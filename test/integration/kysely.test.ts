@@ -1,12 +1,6 @@
-import {
-  type Generated,
-  Kysely,
-  type LogEvent,
-  PostgresDialect,
-  sql,
-} from 'kysely'
-import { type Migration, type MigrationProvider, Migrator } from 'kysely/migration'
+import { type Generated, Kysely, type LogEvent, PostgresDialect, sql } from 'kysely'
 import { jsonArrayFrom, jsonObjectFrom } from 'kysely/helpers/postgres'
+import { type Migration, type MigrationProvider, Migrator } from 'kysely/migration'
 import pg from 'pg'
 import Cursor from 'pg-cursor'
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
