@@ -84,6 +84,13 @@ export interface ClusterConfig {
     timeoutMs?: number
     /** Discovery poll period while no primary is known. Default 100. */
     pollIntervalMs?: number
+    /**
+     * Client-side bound of each write sent through `db.query` (the pool's `query_timeout` when
+     * that is lower). Keep it below your HA manager's failover time (Patroni's `ttl`, 30 s by
+     * default), so a frozen primary cannot acknowledge a write after its replacement was elected.
+     * Default 20000.
+     */
+    writeTimeoutMs?: number
   }
   /** Where `transaction(fn, { readOnly: true })` runs. Default `'primary'`. */
   readOnlyTransactions?: 'primary' | 'replica'
@@ -114,7 +121,7 @@ export interface NormalizedConfig {
   onNoReplica: 'primary' | 'error'
   consistency: ConsistencyMode
   causalWaitMs: number
-  failover: { timeoutMs: number; pollIntervalMs: number }
+  failover: { timeoutMs: number; pollIntervalMs: number; writeTimeoutMs: number }
   readOnlyTransactions: 'primary' | 'replica'
   writeFunctions: string[]
   classifierCacheSize: number
@@ -133,7 +140,7 @@ export const DEFAULTS = {
   onNoReplica: 'primary',
   consistency: 'eventual',
   causalWaitMs: 100,
-  failover: { timeoutMs: 30_000, pollIntervalMs: 100 },
+  failover: { timeoutMs: 30_000, pollIntervalMs: 100, writeTimeoutMs: 20_000 },
   readOnlyTransactions: 'primary',
   classifierCacheSize: 5_000,
   /** pg defaults wait forever; pgsplit bounds every wait. */
@@ -474,7 +481,7 @@ export function normalizeConfig(config: ClusterConfig): NormalizedConfig {
   if (!isPlainObject(failover))
     throw new ConfigError('failover', `must be an object, got ${describe(failover)}`)
   for (const key of Object.keys(failover)) {
-    if (key !== 'timeoutMs' && key !== 'pollIntervalMs')
+    if (key !== 'timeoutMs' && key !== 'pollIntervalMs' && key !== 'writeTimeoutMs')
       throw new ConfigError(`failover.${key}`, 'is not a known option')
   }
 
@@ -505,6 +512,11 @@ export function normalizeConfig(config: ClusterConfig): NormalizedConfig {
         'failover.pollIntervalMs',
         failover.pollIntervalMs,
         DEFAULTS.failover.pollIntervalMs,
+      ),
+      writeTimeoutMs: positiveInteger(
+        'failover.writeTimeoutMs',
+        failover.writeTimeoutMs,
+        DEFAULTS.failover.writeTimeoutMs,
       ),
     },
     readOnlyTransactions: oneOf(
