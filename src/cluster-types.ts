@@ -13,6 +13,12 @@ export interface QueryOptions {
   consistency?: ConsistencyMode
   /** Read-your-writes: a replica must have replayed this token (from `lastWriteToken()`). */
   after?: string
+  /**
+   * Aborting it cancels the statement on its server (`pg_cancel_backend`); with the reason
+   * `'terminate'` (`controller.abort('terminate')`) it ends that session. An aborted read is
+   * never retried elsewhere; an aborted write that was sent may have committed.
+   */
+  signal?: AbortSignal
 }
 
 export interface ConnectOptions {

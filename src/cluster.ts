@@ -19,6 +19,7 @@ import { toStatement } from './exec/statement.js'
 import { type Submittable, submit } from './exec/submit-path.js'
 import { runTransaction } from './exec/transaction-path.js'
 import type { NodeSnapshot } from './pools/node.js'
+import type { Classification } from './router/classify.js'
 import { CausalSession, currentScope, formatToken, parseToken, runInScope } from './router/consistency.js'
 
 export type {
@@ -144,7 +145,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   ): Promise<pg.QueryResult> {
     const state = this.#ctx.state
     if (state.ended) return Promise.reject(new ClusterEndedError('query'))
-    const statement = toStatement(text, values)
+    const statement = toStatement(text, values, options?.signal)
     if (statement === null) {
       return Promise.reject(
         new TypeError('db.query: expected SQL text, a QueryConfig with .text, or a Submittable'),
@@ -264,6 +265,19 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   removeNode(name: string): Promise<void> {
     if (this.#ctx.state.ended) return Promise.reject(new ClusterEndedError('removeNode()'))
     return this.#parts.removeNode(name)
+  }
+
+  /** How pgsplit classifies `sql` (read or write, and why), from the cluster's one cache. */
+  classify(sql: string): Classification {
+    return this.#ctx.classifier.classify(sql)
+  }
+
+  /**
+   * Runs `hook` on every new physical connection of every node, awaited before the connection is
+   * first used (pg-pool's `onConnect`); returns a function that removes it.
+   */
+  addConnectHook(hook: (client: pg.PoolClient, node: string) => Promise<void> | void): () => void {
+    return this.#parts.addConnectHook(hook)
   }
 
   /** The pool options every node's pool was made with (`pg.Pool#options`, no password). */

@@ -30,6 +30,7 @@ export class ClusterCore {
   readonly #state: ExecState
   readonly #hooks: NodeHooks
   readonly #config
+  readonly #connectHooks = new Set<(client: pg.PoolClient, node: string) => Promise<void> | void>()
 
   constructor(config: ClusterConfig, emitter: EventEmitter<ClusterEvents>) {
     this.#emitter = emitter
@@ -38,13 +39,16 @@ export class ClusterCore {
     this.#hooks = {
       poolEvent: (event, client, node) => this.#emit(event, client, node.name),
       poolRelease: (err, client, node) => this.#emit('release', err, client, node.name),
-      terminateBackend: (node, pid) => {
+      signalBackend: (node, pid, how) => {
         // Best effort, on the monitor's own connection: the statement stops using the node.
+        const fn = how === 'terminate' ? 'pg_terminate_backend' : 'pg_cancel_backend'
         this.#monitor
           .prober(node)
-          .query('SELECT pg_terminate_backend($1)', [pid])
+          .query(`SELECT ${fn}($1)`, [pid])
           .catch(() => undefined)
       },
+      onConnect: (client, node) =>
+        this.#connectHooks.size === 0 ? undefined : this.#runConnectHooks(client, node),
     }
     for (const node of cfg.nodes) this.#topology.add(this.#newNode(node))
     const emit = this.#emit.bind(this) as ExecContext['emit']
@@ -94,6 +98,16 @@ export class ClusterCore {
       emit,
       noPrimaryReason: () => this.#noPrimaryReason(),
     }
+  }
+
+  /** Runs `hook` on every new physical connection of every node before its first use. */
+  addConnectHook(hook: (client: pg.PoolClient, node: string) => Promise<void> | void): () => void {
+    this.#connectHooks.add(hook)
+    return () => this.#connectHooks.delete(hook)
+  }
+
+  async #runConnectHooks(client: pg.PoolClient, node: ClusterNode): Promise<void> {
+    for (const hook of this.#connectHooks) await hook(client, node.name)
   }
 
   #newNode(node: ConstructorParameters<typeof ClusterNode>[0]): ClusterNode {

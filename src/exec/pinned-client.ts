@@ -35,7 +35,20 @@ export function trackStatements(ctx: ExecContext, client: pg.PoolClient): Statem
     const classification = ctx.classifier.classify(text)
     if (classification.kind === 'write') tracker.wrote = true
     if (classification.schemaChange === true) tracker.schemaChange = true
-    return (query as (...a: unknown[]) => unknown).apply(this, args)
+    if (typeof (first as { submit?: unknown } | undefined)?.submit !== 'function') {
+      return (query as (...a: unknown[]) => unknown).apply(this, args)
+    }
+    // A cursor or stream: no pg query_timeout timer (it would outlive the cursor by 60 s and
+    // cut a slow reader); it runs as long as its caller reads.
+    const parameters = (client as unknown as { connectionParameters: { query_timeout?: number } })
+      .connectionParameters
+    const saved = parameters.query_timeout
+    parameters.query_timeout = 0
+    try {
+      return (query as (...a: unknown[]) => unknown).apply(this, args)
+    } finally {
+      parameters.query_timeout = saved
+    }
   } as pg.PoolClient['query']
   return tracker
 }

@@ -94,7 +94,14 @@ export async function runOnPrimary(
     } catch (err) {
       lease.release(err)
       const outcome = taggedOutcome(err)
-      if (outcome === 'not-sent') continue
+      if (outcome === 'not-sent' && statement.signal?.aborted !== true) continue
+      if (statement.signal?.aborted === true) {
+        // The caller aborted it: its answer. A write that was sent may have committed.
+        if (write && (outcome === 'outcome-unknown' || outcome === 'timeout')) {
+          throw new WriteOutcomeUnknownError(node.name, err)
+        }
+        throw err
+      }
       if (outcome === 'read-only') {
         await ctx.discovery.trigger(`primary ${node.name} answered 25006 (read-only)`)
         // Still the primary after a fresh look: writable, yet read-only by its configuration.

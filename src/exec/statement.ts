@@ -11,6 +11,7 @@ class TextStatement implements Statement {
   constructor(
     readonly text: string,
     readonly values: unknown[] | undefined,
+    readonly signal: AbortSignal | undefined,
   ) {}
 }
 
@@ -19,6 +20,7 @@ class ConfigStatement implements Statement {
     readonly text: string,
     readonly values: unknown[] | undefined,
     readonly config: pg.QueryConfig,
+    readonly signal: AbortSignal | undefined,
   ) {}
 }
 
@@ -40,22 +42,27 @@ function isPlainQueryConfig(config: pg.QueryConfig): boolean {
 }
 
 /** The statement of `db.query(text, values)`, or null when `text` is neither SQL nor a QueryConfig. */
-export function toStatement(text: unknown, values: unknown[] | undefined): Statement | null {
-  if (typeof text === 'string') return new TextStatement(text, values)
+export function toStatement(
+  text: unknown,
+  values: unknown[] | undefined,
+  signal?: AbortSignal,
+): Statement | null {
+  if (typeof text === 'string') return new TextStatement(text, values, signal)
   if (typeof text !== 'object' || text === null) return null
   const config = text as pg.QueryConfig
   if (typeof config.text !== 'string') return null
   const vals = values ?? (config.values as unknown[] | undefined)
-  if (isPlainQueryConfig(config)) return new TextStatement(config.text, vals)
-  return new ConfigStatement(config.text, vals, values === undefined ? config : { ...config, values })
+  if (isPlainQueryConfig(config)) return new TextStatement(config.text, vals, signal)
+  return new ConfigStatement(config.text, vals, values === undefined ? config : { ...config, values }, signal)
 }
 
 /** The same statement with a client-side timeout of `ms` (pg's per-query `query_timeout`). */
 export function withQueryTimeout(statement: Statement, ms: number): Statement {
   const base = statement.config ?? { text: statement.text }
-  return new ConfigStatement(statement.text, statement.values, {
-    ...base,
-    values: statement.values,
-    query_timeout: ms,
-  } as pg.QueryConfig)
+  return new ConfigStatement(
+    statement.text,
+    statement.values,
+    { ...base, values: statement.values, query_timeout: ms } as pg.QueryConfig,
+    statement.signal,
+  )
 }

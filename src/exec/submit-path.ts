@@ -154,7 +154,7 @@ function attach(ctx: ExecContext, lease: Lease, submittable: Submittable, route:
     if (typeof ms === 'number' && ms > 0) {
       timer = setTimeout(() => {
         const pid = (client as unknown as { processID?: number }).processID
-        if (typeof pid === 'number') node.terminateBackend(pid)
+        if (typeof pid === 'number') node.signalBackend(pid, 'terminate')
         try {
           submittable.handleError?.(new Error('Query read timeout'), undefined)
         } catch {

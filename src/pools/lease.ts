@@ -128,6 +128,11 @@ export interface Statement {
   readonly values: unknown[] | undefined
   /** The caller's QueryConfig when it carries more than text and values (name, rowMode, types...). */
   readonly config: pg.QueryConfig | null
+  /**
+   * Aborting it cancels the statement on its server (`pg_cancel_backend`), or ends the session
+   * when the abort reason is `'terminate'`. A statement aborted before it was sent is not sent.
+   */
+  readonly signal?: AbortSignal | undefined
 }
 
 /**
@@ -137,9 +142,24 @@ export interface Statement {
  */
 export function runStatement(lease: Lease, statement: Statement, callback: StatementCallback): void {
   const node = lease.node
-  node.queries++
   const client = lease.client
+  const signal = statement.signal
+  let onAbort: (() => void) | undefined
+  if (signal !== undefined) {
+    if (signal.aborted) {
+      callback(abortError(signal), null, 'sql')
+      return
+    }
+    onAbort = () => {
+      const pid = (client as unknown as { processID?: number }).processID
+      if (typeof pid === 'number')
+        node.signalBackend(pid, signal.reason === 'terminate' ? 'terminate' : 'cancel')
+    }
+    signal.addEventListener('abort', onAbort, { once: true })
+  }
+  node.queries++
   const done = (err: Error | null | undefined, result: pg.QueryResult) => {
+    if (onAbort !== undefined) signal?.removeEventListener('abort', onAbort)
     if (err === null || err === undefined) {
       callback(null, result, null)
       return
@@ -150,7 +170,7 @@ export function runStatement(lease: Lease, statement: Statement, callback: State
     if (outcome === 'timeout') {
       lease.lost = true
       const pid = (client as unknown as { processID?: number }).processID
-      if (typeof pid === 'number') node.terminateBackend(pid)
+      if (typeof pid === 'number') node.signalBackend(pid, 'terminate')
     }
     callback(err, null, outcome)
   }
@@ -160,6 +180,13 @@ export function runStatement(lease: Lease, statement: Statement, callback: State
   } catch (err) {
     done(err as Error, undefined as unknown as pg.QueryResult)
   }
+}
+
+function abortError(signal: AbortSignal): Error {
+  return Object.assign(new Error('statement aborted before it was sent'), {
+    name: 'AbortError',
+    cause: signal.reason,
+  })
 }
 
 /** {@link runStatement} as a promise; a rejection carries its outcome as `pgsplitOutcome`. */

@@ -38,8 +38,13 @@ export interface NodeSnapshot {
 export interface NodeHooks {
   poolEvent?(event: 'connect' | 'acquire' | 'remove', client: pg.PoolClient, node: ClusterNode): void
   poolRelease?(err: Error | undefined, client: pg.PoolClient, node: ClusterNode): void
-  /** Ends a server backend of this node (a statement whose client-side timeout fired). */
-  terminateBackend?(node: ClusterNode, pid: number): void
+  /**
+   * Cancels the statement of (or ends) a server backend of this node: a statement whose
+   * client-side timeout fired, or that its caller aborted.
+   */
+  signalBackend?(node: ClusterNode, pid: number, how: 'cancel' | 'terminate'): void
+  /** Runs before a new physical connection is handed out (pg-pool's `onConnect`). */
+  onConnect?(client: pg.PoolClient, node: ClusterNode): Promise<void> | undefined
 }
 
 /** One node of the cluster: its pool, what the monitor knows of it, and its counters. */
@@ -118,7 +123,20 @@ export class ClusterNode implements ReadCandidate {
   }
 
   #createPool(): pg.Pool {
-    const pool = new pg.Pool(this.#config.poolConfig)
+    const hooks = this.#hooks
+    const onConnect = hooks.onConnect
+    const userOnConnect = (this.#config.poolConfig as { onConnect?: (c: pg.PoolClient) => unknown }).onConnect
+    const pool = new pg.Pool(
+      onConnect === undefined
+        ? this.#config.poolConfig
+        : Object.assign(Object.create(null) as pg.PoolConfig, this.#config.poolConfig, {
+            // The user's hook first, then the cluster's (Kysely's onCreateConnection), both awaited.
+            onConnect: async (client: pg.PoolClient) => {
+              await userOnConnect?.(client)
+              await onConnect(client, this)
+            },
+          }),
+    )
     // pg-pool copies its options with Object.assign, which drops the non-enumerable URL: its
     // parameters (sslmode, sslrootcert, application_name, options, ...) would be silently lost
     // for every pooled connection. Put it back, still hidden from JSON and inspection.
@@ -147,7 +165,6 @@ export class ClusterNode implements ReadCandidate {
       client.on('error', ignoreCheckedOutError)
       this.#hooks.poolEvent?.('connect', client, this)
     })
-    const hooks = this.#hooks
     if (hooks.poolEvent !== undefined) {
       pool.on('acquire', (client) => hooks.poolEvent?.('acquire', client, this))
       pool.on('remove', (client) => hooks.poolEvent?.('remove', client, this))
@@ -158,9 +175,9 @@ export class ClusterNode implements ReadCandidate {
     return pool
   }
 
-  /** Ends backend `pid` of this node (best effort; see NodeHooks.terminateBackend). */
-  terminateBackend(pid: number): void {
-    this.#hooks.terminateBackend?.(this, pid)
+  /** Cancels or ends backend `pid` of this node (best effort; see NodeHooks.signalBackend). */
+  signalBackend(pid: number, how: 'cancel' | 'terminate'): void {
+    this.#hooks.signalBackend?.(this, pid, how)
   }
 
   /** Settles every caller still queued for a client of the current pool with `err`. */
