@@ -9,7 +9,7 @@ import type {
   TopologySnapshot,
   TransactionOptions,
 } from './cluster-types.js'
-import { type ClusterConfig, type NodeInput, type PoolOptions, validateConsistency } from './config.js'
+import type { ClusterConfig, NodeInput, PoolOptions } from './config.js'
 import { ClusterEndedError } from './errors.js'
 import { ClusterCore } from './exec/cluster-core.js'
 import { connectClient } from './exec/connect-path.js'
@@ -20,7 +20,7 @@ import { type Submittable, submit } from './exec/submit-path.js'
 import { runTransaction } from './exec/transaction-path.js'
 import type { NodeSnapshot } from './pools/node.js'
 import type { Classification } from './router/classify.js'
-import { CausalSession, currentScope, formatToken, parseToken, runInScope } from './router/consistency.js'
+import { currentScope, runInScope } from './router/consistency.js'
 
 export type {
   ClusterEvents,
@@ -229,25 +229,15 @@ export class Cluster extends EventEmitter<ClusterEvents> {
    * ```
    */
   session<T>(fn: () => T, options: SessionOptions = {}): T {
-    const session = new CausalSession({ eager: true })
-    if (typeof options.token === 'string' && options.token !== '') session.observe(parseToken(options.token))
-    const configured = this.#ctx.config.consistency
-    const consistency =
-      options.consistency !== undefined
-        ? validateConsistency(options.consistency, 'session consistency')
-        : configured === 'eventual'
-          ? 'causal'
-          : configured
-    return runInScope({ session, consistency }, fn)
+    return this.#parts.session(fn, options)
   }
 
   /**
    * The token of the latest write in the current scope (or of this process outside any scope),
    * as a short string to hand to a client; `undefined` before any write.
    */
-  async lastWriteToken(): Promise<string | undefined> {
-    const token = await (currentScope()?.session ?? this.#ctx.global).token()
-    return token === null ? undefined : formatToken(token)
+  lastWriteToken(): Promise<string | undefined> {
+    return this.#parts.lastWriteToken()
   }
 
   /** The cluster as pgsplit sees it now. Plain data, no passwords. */
@@ -293,11 +283,9 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   get idleCount(): number {
     return this.#parts.sum((p) => p.idleCount)
   }
-
   get waitingCount(): number {
     return this.#parts.sum((p) => p.waitingCount)
   }
-
   get expiredCount(): number {
     return this.#parts.sum((p) => p.expiredCount)
   }
@@ -331,13 +319,10 @@ export class Cluster extends EventEmitter<ClusterEvents> {
 
   #roleTarget(role: 'primary' | 'replica'): RoleTarget {
     return {
-      query: <R extends pg.QueryResultRow = pg.QueryResultRow>(
-        text: QueryText,
-        values?: unknown[],
-        options?: Omit<QueryOptions, 'role'>,
-      ) => this.query<R>(text, values, { ...options, role }),
+      query: (text: QueryText, values?: unknown[], options?: Omit<QueryOptions, 'role'>) =>
+        this.query(text, values, { ...options, role }),
       connect: () => this.connect({ role }),
-    }
+    } as RoleTarget
   }
 }
 

@@ -1,7 +1,13 @@
 import type { EventEmitter } from 'node:events'
 import type pg from 'pg'
-import type { ClusterEvents, TopologySnapshot } from '../cluster-types.js'
-import { type ClusterConfig, type NodeInput, normalizeAddedNode, normalizeConfig } from '../config.js'
+import type { ClusterEvents, SessionOptions, TopologySnapshot } from '../cluster-types.js'
+import {
+  type ClusterConfig,
+  type NodeInput,
+  normalizeAddedNode,
+  normalizeConfig,
+  validateConsistency,
+} from '../config.js'
 import { ClusterEndedError, PgsplitError, TimeoutError } from '../errors.js'
 import { Discovery } from '../health/discovery.js'
 import { LsnReader } from '../health/lsn-reader.js'
@@ -11,7 +17,7 @@ import { ClusterNode, type NodeHooks, type NodeSnapshot } from '../pools/node.js
 import { isConnectionLevel } from '../pools/outcome.js'
 import { Topology } from '../pools/topology.js'
 import { StatementClassifier } from '../router/classify.js'
-import { CausalSession } from '../router/consistency.js'
+import { CausalSession, currentScope, formatToken, parseToken, runInScope } from '../router/consistency.js'
 import { ReadRouter } from '../router/route.js'
 import { createStrategy } from '../router/strategies.js'
 import type { ExecContext, ExecState } from './context.js'
@@ -174,6 +180,26 @@ export class ClusterCore {
     }
     const left = Math.max(1, timeoutMs - (Date.now() - started))
     await this.#topology.waitForPrimary(left, this.#noPrimaryReason())
+  }
+
+  /** `db.session()`: a causal (or the configured sticky) scope, with an optional outside token. */
+  session<T>(fn: () => T, options: SessionOptions): T {
+    const session = new CausalSession({ eager: true })
+    if (typeof options.token === 'string' && options.token !== '') session.observe(parseToken(options.token))
+    const configured = this.#config.consistency
+    const consistency =
+      options.consistency !== undefined
+        ? validateConsistency(options.consistency, 'session consistency')
+        : configured === 'eventual'
+          ? 'causal'
+          : configured
+    return runInScope({ session, consistency }, fn)
+  }
+
+  /** The token of the scope's (or the process's) latest write, `undefined` before any. */
+  async lastWriteToken(): Promise<string | undefined> {
+    const token = await (currentScope()?.session ?? this.context.global).token()
+    return token === null ? undefined : formatToken(token)
   }
 
   snapshot(): TopologySnapshot {

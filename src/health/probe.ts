@@ -149,6 +149,9 @@ export class NodeProber {
           throw new Error('prober ended')
         }
         this.#client = client
+        // allowExitOnIdle: the monitor's sockets never keep the process alive (as pg.Pool's idle clients).
+        if ((this.#node.connectionConfig as { allowExitOnIdle?: boolean }).allowExitOnIdle === true)
+          (client as unknown as { unref(): void }).unref()
         return client
       })
       .catch((err: unknown) => {
