@@ -11,12 +11,18 @@ export class PgsplitError extends Error {
   }
 }
 
-/** A configuration value is wrong. `field` names it, e.g. `healthCheck.intervalMs` or `replicas[1]`. */
+/**
+ * A configuration value is wrong. `field` is its path as written in the config
+ * (`healthCheck.intervalMs`, `nodes[2].maxLag.ms`, `replicas[0]?sslmode` for a URL parameter),
+ * `expected` what would have been accepted. The message never shows a password.
+ */
 export class ConfigError extends PgsplitError {
   readonly field: string
-  constructor(field: string, problem: string) {
+  readonly expected: string | undefined
+  constructor(field: string, problem: string, options?: { expected?: string }) {
     super('PGSPLIT_CONFIG', `pgsplit config: ${field} ${problem}`)
     this.field = field
+    this.expected = options?.expected
   }
 }
 
