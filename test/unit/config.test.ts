@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest'
-import { DEFAULTS, normalizeConfig } from '../../src/config.js'
+import { addressKey, DEFAULTS, LIMITS, normalizeConfig, normalizeNodeList } from '../../src/config.js'
 import { type Cluster, type ClusterConfig, ConfigError, createCluster, redact } from '../../src/index.js'
+import { StatementClassifier } from '../../src/router/classify.js'
 
 // Bad input fails at createCluster, at once, with a ConfigError that names the field and says what
 // is wrong with its value, and never echoes a password. Nothing listens on the ports used here:
@@ -873,6 +874,117 @@ describe('valid configurations', () => {
       ['127.0.0.1:3', '127.0.0.1', 3, 'app', 'replica'],
     ])
     expect(JSON.stringify(topology)).not.toContain(SECRET)
+  })
+})
+
+describe('valid configurations at the edges', () => {
+  it('accepts every bound at its limit, and the limits are within what a timer holds', () => {
+    for (const [field, { max }] of Object.entries(LIMITS)) {
+      if (/Ms$|ms$/.test(field)) expect(max, field).toBeLessThanOrEqual(2 ** 31 - 1)
+    }
+    const config = normalizeConfig({
+      primary: P,
+      pool: { connectionTimeoutMillis: 600_000, query_timeout: 86_400_000, statement_timeout: 2 ** 31 - 1 },
+      healthCheck: { intervalMs: 3_600_000, timeoutMs: 600_000, maxBackoffMs: 3_600_000 },
+      failover: { timeoutMs: 3_600_000, pollIntervalMs: 60_000, writeTimeoutMs: 3_600_000 },
+      causalWaitMs: 60_000,
+      consistency: { mode: 'sticky', windowMs: 3_600_000 },
+      maxLag: { ms: 0 },
+    })
+    expect(config.healthCheck.intervalMs).toBe(3_600_000)
+    expect(config.failover.writeTimeoutMs).toBe(3_600_000)
+    expect(config.nodes[0]!.poolConfig.query_timeout).toBe(86_400_000)
+    expect(config.maxLag).toEqual({ bytes: undefined, ms: 0 })
+  })
+
+  it('classifierCacheSize 0 turns the cache off', () => {
+    const config = normalizeConfig({ primary: P, classifierCacheSize: 0 })
+    expect(config.classifierCacheSize).toBe(0)
+    const classifier = new StatementClassifier({ cacheSize: config.classifierCacheSize })
+    expect(classifier.classify('SELECT 1').kind).toBe('read')
+    classifier.markWrite('SELECT my_fn()')
+    expect(classifier.cacheSize).toBe(0)
+    // Without a cache nothing is learnt either (documented): the text is classified afresh.
+    expect(classifier.classify('SELECT my_fn()').kind).toBe('read')
+  })
+
+  it('passes pool.extra to pg unchecked, and query_timeout: undefined removes the bound knowingly', () => {
+    const config = normalizeConfig({
+      primary: { url: P, extra: { futureOption: 'x' } },
+      pool: { extra: { anotherOne: 2 }, query_timeout: undefined },
+    })
+    const pool = config.nodes[0]!.poolConfig as Record<string, unknown>
+    expect(pool.futureOption).toBe('x')
+    expect(pool.anotherOne).toBe(2)
+    expect(pool.extra).toBeUndefined()
+    expect('query_timeout' in pool && pool.query_timeout === undefined).toBe(true)
+  })
+
+  it('accepts the URL parameters pg reads', () => {
+    for (const query of [
+      '?sslmode=disable',
+      '?sslmode=verify-full',
+      '?sslmode=no-verify',
+      '?ssl=true',
+      '?ssl=0',
+      '?application_name=app&options=-c%20search_path%3Dx',
+      '?statement_timeout=1000&lock_timeout=500',
+      '?sslnegotiation=postgres',
+    ]) {
+      expect(() => normalizeConfig({ primary: url(1, query) }), query).not.toThrow()
+    }
+  })
+
+  it('accepts the ssl settings pg accepts', () => {
+    for (const ssl of [
+      true,
+      false,
+      { rejectUnauthorized: false },
+      { ca: PEM, servername: 'db' },
+      { ca: [PEM] },
+    ]) {
+      expect(() => normalizeConfig({ primary: P, pool: { ssl } }), JSON.stringify(ssl)).not.toThrow()
+    }
+  })
+
+  it('tells loopback forms apart from other addresses only where they differ', () => {
+    expect(addressKey('localhost', 5432)).toBe(addressKey('127.0.0.1', 5432))
+    expect(addressKey('[::1]', 5432)).toBe(addressKey('LOCALHOST', 5432))
+    expect(addressKey('0:0:0:0:0:0:0:1', 5432)).toBe(addressKey('localhost', 5432))
+    expect(addressKey('localhost', 5432)).not.toBe(addressKey('localhost', 5433))
+    expect(addressKey('127.0.0.2', 5432)).not.toBe(addressKey('127.0.0.1', 5432))
+    expect(addressKey('db1.example', 5432)).not.toBe(addressKey('db2.example', 5432))
+    // The same ports on loopback under different spellings, in different orders, are fine.
+    expect(() =>
+      normalizeConfig({
+        nodes: [`postgres://localhost:1/a`, `postgres://127.0.0.1:2/a`, `postgres://[::1]:3/a`],
+      }),
+    ).not.toThrow()
+  })
+
+  it('accepts nodes as an async function, with discovery, tokens and patroni; no secret in JSON', async () => {
+    const list = async () => [P, R1]
+    const config = normalizeConfig({
+      nodes: list,
+      discovery: { intervalMs: 5_000 },
+      tokens: { secrets: [`${SECRET}-signing-key`], requireSigned: true },
+      patroni: { urls: ['http://127.0.0.1:8008'], username: 'admin', password: SECRET, timeoutMs: 1_000 },
+    })
+    expect(config.nodes).toEqual([])
+    expect(config.nodeSource).toBe(list)
+    expect(config.discovery).toEqual({ intervalMs: 5_000 })
+    expect(config.tokens).toEqual({ secrets: [`${SECRET}-signing-key`], requireSigned: true })
+    expect(config.patroni?.password).toBe(SECRET)
+    expect(JSON.stringify(config.patroni)).not.toContain(SECRET)
+    // What the function returns is checked the same way, at run time.
+    expect(normalizeNodeList(await list(), config.pool).map((n) => n.name)).toEqual([
+      '127.0.0.1:1',
+      '127.0.0.1:2',
+    ])
+    expect(() => normalizeNodeList([P, `postgres://app:${ENC}@localhost:1/app`], config.pool)).toThrow(
+      /nodes\(\)\[1\] duplicates node/,
+    )
+    expect(() => normalizeNodeList('nope', config.pool)).toThrow(ConfigError)
   })
 })
 
