@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events'
 import type pg from 'pg'
 import {
+  addressKey,
   type ClusterConfig,
   type ConsistencyMode,
   type NodeInput,
@@ -960,11 +961,9 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     this.#assertOpen('addNode()')
     const normalized = normalizeAddedNode(input, this.#config.pool)
     const taken = this.#topology.nodes.find(
+      // Same server by address identity (localhost = 127.0.0.1 = ::1, default ports), not by spelling.
       (n) =>
-        n.name === normalized.name ||
-        (n.address.host === normalized.address.host &&
-          n.address.port === normalized.address.port &&
-          n.address.database === normalized.address.database),
+        n.name === normalized.name || addressKey(n.address.host, n.address.port) === normalized.addressKey,
     )
     if (taken !== undefined)
       throw new PgsplitError(
