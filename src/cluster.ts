@@ -9,6 +9,7 @@ import {
   normalizeAddedNode,
   normalizeConfig,
   validateConsistency,
+  validateTimeout,
 } from './config.js'
 import {
   ClusterEndedError,
@@ -268,7 +269,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
    */
   async ready(options: { timeoutMs?: number } = {}): Promise<void> {
     this.#assertOpen('ready()')
-    const timeoutMs = options.timeoutMs ?? this.#config.failover.timeoutMs
+    const timeoutMs = validateTimeout('ready().timeoutMs', options.timeoutMs, this.#config.failover.timeoutMs)
     const started = Date.now()
     let timer: NodeJS.Timeout | undefined
     const bound = new Promise<never>((_, reject) => {

@@ -14,7 +14,12 @@ import {
 } from './config-checks.js'
 import { ConfigError } from './errors.js'
 import { addressKey, type NodeAddress, parseConnectionString, redact } from './pools/connection-string.js'
-import { ADDRESS_KEYS, checkPoolOptions, flattenPoolOptions } from './pools/pool-options.js'
+import {
+  ADDRESS_KEYS,
+  checkPoolOptions,
+  flattenPoolOptions,
+  POOL_OPTION_NAMES,
+} from './pools/pool-options.js'
 
 /** Options pg adds after this version of pgsplit: handed to pg as they are, unchecked. */
 export interface PassthroughOptions {
@@ -234,6 +239,18 @@ const TOP_LEVEL_KEYS = [
   'tokens',
   'patroni',
 ]
+/** Keys that exist in exactly one nested object: given at the top level, they are misplaced. */
+const NESTED_ONLY: Record<string, string> = {
+  intervalMs: 'healthCheck.intervalMs',
+  failuresBeforeDown: 'healthCheck.failuresBeforeDown',
+  successesBeforeUp: 'healthCheck.successesBeforeUp',
+  maxBackoffMs: 'healthCheck.maxBackoffMs',
+  heartbeat: 'healthCheck.heartbeat',
+  pollIntervalMs: 'failover.pollIntervalMs',
+  writeTimeoutMs: 'failover.writeTimeoutMs',
+  windowMs: "consistency: { mode: 'sticky', windowMs }",
+  secrets: 'tokens.secrets',
+}
 /** A node object's own keys, besides pg options and its address. */
 const NODE_ONLY_KEYS = ['url', 'name', 'weight', 'maxLag']
 const NODE_KEYS = [...NODE_ONLY_KEYS, ...ADDRESS_KEYS]
@@ -390,6 +407,11 @@ function normalizeConsistency(field: string, value: unknown): ConsistencyMode {
     mode: 'sticky',
     windowMs: duration(`${field}.windowMs`, value.windowMs, LIMITS['consistency.windowMs'], 0),
   }
+}
+
+/** Validates a per-call timeout (`ready({ timeoutMs })`), within the bounds of `failover.timeoutMs`. */
+export function validateTimeout(field: string, value: unknown, fallback: number): number {
+  return duration(field, value, LIMITS['failover.timeoutMs'], fallback)
 }
 
 /** Validates a consistency override given per call or per scope. */
@@ -560,6 +582,15 @@ function normalizeWriteFunctions(value: unknown): string[] {
  */
 export function normalizeConfig(config: ClusterConfig): NormalizedConfig {
   if (!isPlainObject(config)) fail('config', 'an object', config)
+  for (const key of Object.keys(config)) {
+    // A pg option or a probe setting at the top level: say where it belongs.
+    const home = POOL_OPTION_NAMES.includes(key)
+      ? `pool.${key}`
+      : (NESTED_ONLY[key] ?? (NODE_ONLY_KEYS.includes(key) ? `a node object's ${key}` : undefined))
+    if (home !== undefined && !TOP_LEVEL_KEYS.includes(key)) {
+      throw new ConfigError(key, `is not a top-level option (did you mean ${home}?)`, { expected: home })
+    }
+  }
   knownKeys('', config, TOP_LEVEL_KEYS)
   const raw = config as Record<string, unknown>
   const pool = raw.pool === undefined ? {} : raw.pool

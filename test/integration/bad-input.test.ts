@@ -281,6 +281,16 @@ describe('bad tokens and per-call options', () => {
     expectNoPassword((call.error as Error).message)
   })
 
+  it.each([
+    ['2^31 ms (a timer would fire after 1 ms)', 2 ** 31],
+    ['0', 0],
+    ['text', '5s'],
+  ])('ready({ timeoutMs: %s }) -> ConfigError naming ready().timeoutMs', async (_what, timeoutMs) => {
+    const call = await timed(() => db.ready({ timeoutMs: timeoutMs as number }))
+    expect(call.error).toBeInstanceOf(ConfigError)
+    expect((call.error as ConfigError).field).toBe('ready().timeoutMs')
+  })
+
   it('session(fn, { token }) with a bad token fails the same way', async () => {
     const call = await timed(() => db.session(() => db.query('SELECT 1'), { token: 'nope' }))
     expect(call.error).toBeInstanceOf(InvalidTokenError)

@@ -73,6 +73,19 @@ const BAD: [string, unknown, string, RegExp][] = [
     'classifierCache',
     /did you mean classifierCacheSize\?/,
   ],
+  [
+    'a pg option at the top level',
+    { primary: P, max: 5 },
+    'max',
+    /not a top-level option \(did you mean pool.max\?\)/,
+  ],
+  [
+    'a probe setting at the top level',
+    { primary: P, intervalMs: 500 },
+    'intervalMs',
+    /did you mean healthCheck.intervalMs\?/,
+  ],
+  ['a node setting at the top level', { primary: P, weight: 2 }, 'weight', /a node object's weight/],
   ['replicas not an array', { primary: P, replicas: R1 }, 'replicas', /must be an array/],
   [
     'discovery without a node function',
