@@ -254,6 +254,8 @@ const NESTED_ONLY: Record<string, string> = {
 /** A node object's own keys, besides pg options and its address. */
 const NODE_ONLY_KEYS = ['url', 'name', 'weight', 'maxLag']
 const NODE_KEYS = [...NODE_ONLY_KEYS, ...ADDRESS_KEYS]
+/** What a connection URL decides on its own in pg. */
+const URL_PARTS = ['host', 'port', 'database', 'user', 'password'] as const
 
 function normalizeMaxLag(field: string, value: unknown, fallback: MaxLag | undefined): MaxLag | undefined {
   if (value === undefined) return fallback
@@ -297,6 +299,20 @@ function normalizeNode(
         fail(`${field}.${key}`, 'a postgres:// URL string', own[key])
     }
     url = (own.url as string | undefined) ?? (own.connectionString as string | undefined)
+    if (url !== undefined) {
+      // Measured: with a connection string pg takes host, port, database, user and password from
+      // the URL alone (a missing one falls back to PG* variables), whatever the object says.
+      const urlKey = own.url !== undefined ? 'url' : 'connectionString'
+      for (const key of URL_PARTS) {
+        if (own[key] !== undefined) {
+          throw new ConfigError(
+            `${field}.${key}`,
+            `cannot be combined with ${urlKey}: pg would take the URL's ${key} and ignore this one; put it in the URL, or give the node as { host, port, database, user, password } without a URL`,
+            { expected: `the ${key} inside the URL` },
+          )
+        }
+      }
+    }
   } else {
     throw new ConfigError(
       field,
@@ -315,14 +331,9 @@ function normalizeNode(
   let address: NodeAddress
   let password: unknown
   if (url !== undefined) {
-    const parsed = parseConnectionString(url, urlField)
-    password = own.password ?? parsed.password
-    address = {
-      host: (own.host as string | undefined) ?? parsed.host,
-      port: (own.port as number | undefined) ?? parsed.port,
-      database: (own.database as string | undefined) ?? parsed.database,
-      user: (own.user as string | undefined) ?? parsed.user,
-    }
+    const { password: fromUrl, ...parsed } = parseConnectionString(url, urlField)
+    password = fromUrl
+    address = parsed
   } else {
     if (own.host === undefined) {
       throw new ConfigError(`${field}.host`, 'is required when no url/connectionString is given', {
@@ -364,7 +375,7 @@ function normalizeNode(
     Object.defineProperty(poolConfig, 'password', { value: password, enumerable: false, writable: true })
   }
   if (url !== undefined) {
-    // pg parses the URL itself (sslmode, options, ...); explicit fields above still win.
+    // pg parses the URL itself (sslmode, options, ...): the address above is what it will use.
     Object.defineProperty(poolConfig, 'connectionString', { value: url, enumerable: false, writable: true })
   }
   return {

@@ -238,6 +238,24 @@ const BAD: [string, unknown, string, RegExp][] = [
     /cannot be given with url/,
   ],
   [
+    'url with a separate password (pg ignores it)',
+    { primary: { url: 'postgres://app@127.0.0.1:1/app', password: SECRET } },
+    'primary.password',
+    /pg would take the URL's password/,
+  ],
+  [
+    'url with a separate host',
+    { nodes: [{ url: P, host: '10.0.0.1' }] },
+    'nodes[0].host',
+    /cannot be combined with url/,
+  ],
+  [
+    'connectionString with a separate user',
+    { primary: { connectionString: P, user: 'other' } },
+    'primary.user',
+    /cannot be combined with connectionString/,
+  ],
+  [
     'node key typo wieght',
     { primary: P, replicas: [{ url: R1, wieght: 2 }] },
     'replicas[0].wieght',
