@@ -13,7 +13,7 @@ export function isPlainObject(value: unknown): value is Record<string, unknown> 
 
 /** The last segment of a field path names a secret: its value is never shown, only its type. */
 function isSecretPath(field: string): boolean {
-  return /(?:^|[.[])(password|secrets?)(?:\]|\[|$)|\.secrets\[\d+\]$/i.test(field)
+  return /(?:^|\.)(?:password|secrets)(?:\[\d+\])?$/i.test(field)
 }
 
 /** A value as an error message may show it: strings redacted, objects by kind, secrets by type. */

@@ -928,6 +928,21 @@ describe('valid configurations at the edges', () => {
     expect(config.maxLag).toEqual({ bytes: undefined, ms: 0 })
   })
 
+  it('a wrong secret is described by its type and length, never shown', () => {
+    for (const [config, field] of [
+      [{ primary: P, tokens: { secrets: ['too-short-sekrit'.slice(0, 12)] } }, 'tokens.secrets[0]'],
+      [
+        { primary: P, patroni: { urls: ['http://127.0.0.1:8008'], password: 'x'.repeat(20_000) } },
+        'patroni.password',
+      ],
+      [{ primary: { host: '127.0.0.1', password: ['too-short-sekrit'] } }, 'primary.password'],
+    ] as const) {
+      const err = configError(config)
+      expect(err.field).toBe(field)
+      expect(err.message).not.toMatch(/too-short|xxxxxxxx/)
+    }
+  })
+
   it('classifierCacheSize 0 turns the cache off', () => {
     const config = normalizeConfig({ primary: P, classifierCacheSize: 0 })
     expect(config.classifierCacheSize).toBe(0)
