@@ -114,7 +114,12 @@ export interface ClusterConfig {
     timeoutMs?: number
     /** Discovery poll period while no primary is known. Default 100. */
     pollIntervalMs?: number
-    /** Bound of one write attempt on the primary. */
+    /**
+     * Client-side bound of each write sent through `db.query` (the pool's `query_timeout` when
+     * that is lower). Keep it below your HA manager's failover time (Patroni's `ttl`, 30 s by
+     * default), so a frozen primary cannot acknowledge a write after its replacement was elected.
+     * Default 20000.
+     */
     writeTimeoutMs?: number
   }
   /** Where `transaction(fn, { readOnly: true })` runs. Default `'primary'`. */
@@ -152,7 +157,7 @@ export interface NormalizedConfig {
   onNoReplica: 'primary' | 'error'
   consistency: ConsistencyMode
   causalWaitMs: number
-  failover: { timeoutMs: number; pollIntervalMs: number; writeTimeoutMs: number | undefined }
+  failover: { timeoutMs: number; pollIntervalMs: number; writeTimeoutMs: number }
   readOnlyTransactions: 'primary' | 'replica'
   writeFunctions: string[]
   classifierCacheSize: number
@@ -178,7 +183,7 @@ export const DEFAULTS = {
   onNoReplica: 'primary',
   consistency: 'eventual',
   causalWaitMs: 100,
-  failover: { timeoutMs: 30_000, pollIntervalMs: 100 },
+  failover: { timeoutMs: 30_000, pollIntervalMs: 100, writeTimeoutMs: 20_000 },
   readOnlyTransactions: 'primary',
   classifierCacheSize: 5_000,
   /** pg defaults wait forever; pgsplit bounds every wait. */
@@ -688,7 +693,7 @@ export function normalizeConfig(config: ClusterConfig): NormalizedConfig {
         'failover.writeTimeoutMs',
         failover.writeTimeoutMs,
         LIMITS['failover.writeTimeoutMs'],
-        undefined,
+        DEFAULTS.failover.writeTimeoutMs,
       ),
     },
     readOnlyTransactions: oneOf(

@@ -1,6 +1,7 @@
 import pg from 'pg'
 import type { MaxLag, NormalizedNode, ReadCandidate } from '../config.js'
 import type { NodeAddress } from './connection-string.js'
+import { notSentError, type PendingAcquire } from './lease.js'
 
 export type NodeRole = 'primary' | 'replica' | 'unknown'
 export type NodeState = 'unknown' | 'up' | 'down'
@@ -33,6 +34,19 @@ export interface NodeSnapshot {
   pool: { total: number; idle: number; waiting: number }
 }
 
+/** pg-pool's client events, forwarded with the node's name (`pg.Pool` parity for the Cluster). */
+export interface NodeHooks {
+  poolEvent?(event: 'connect' | 'acquire' | 'remove', client: pg.PoolClient, node: ClusterNode): void
+  poolRelease?(err: Error | undefined, client: pg.PoolClient, node: ClusterNode): void
+  /**
+   * Cancels the statement of (or ends) a server backend of this node: a statement whose
+   * client-side timeout fired, or that its caller aborted.
+   */
+  signalBackend?(node: ClusterNode, pid: number, how: 'cancel' | 'terminate'): void
+  /** Runs before a new physical connection is handed out (pg-pool's `onConnect`). */
+  onConnect?(client: pg.PoolClient, node: ClusterNode): Promise<void> | undefined
+}
+
 /** One node of the cluster: its pool, what the monitor knows of it, and its counters. */
 export class ClusterNode implements ReadCandidate {
   readonly name: string
@@ -40,8 +54,11 @@ export class ClusterNode implements ReadCandidate {
   readonly weight: number
   readonly maxLag: MaxLag | undefined
   readonly #config: NormalizedNode
-  readonly #onIdleError: (node: ClusterNode, err: Error) => void
+  readonly #onIdleError: (node: ClusterNode, err: Error, client: pg.PoolClient | undefined) => void
+  readonly #hooks: NodeHooks
   #pool: pg.Pool
+  /** Callers queued in the current pool's connect(): settled at once when it is replaced or ended. */
+  readonly pendingAcquires = new Set<PendingAcquire>()
 
   role: NodeRole
   state: NodeState = 'unknown'
@@ -72,8 +89,13 @@ export class ClusterNode implements ReadCandidate {
   errors = 0
   retries = 0
 
-  constructor(config: NormalizedNode, onIdleError: (node: ClusterNode, err: Error) => void) {
+  constructor(
+    config: NormalizedNode,
+    onIdleError: (node: ClusterNode, err: Error, client: pg.PoolClient | undefined) => void,
+    hooks: NodeHooks = {},
+  ) {
     this.#config = config
+    this.#hooks = hooks
     this.name = config.name
     this.address = config.address
     this.weight = config.weight
@@ -101,7 +123,20 @@ export class ClusterNode implements ReadCandidate {
   }
 
   #createPool(): pg.Pool {
-    const pool = new pg.Pool(this.#config.poolConfig)
+    const hooks = this.#hooks
+    const onConnect = hooks.onConnect
+    const userOnConnect = (this.#config.poolConfig as { onConnect?: (c: pg.PoolClient) => unknown }).onConnect
+    const pool = new pg.Pool(
+      onConnect === undefined
+        ? this.#config.poolConfig
+        : Object.assign(Object.create(null) as pg.PoolConfig, this.#config.poolConfig, {
+            // The user's hook first, then the cluster's (Kysely's onCreateConnection), both awaited.
+            onConnect: async (client: pg.PoolClient) => {
+              await userOnConnect?.(client)
+              await onConnect(client, this)
+            },
+          }),
+    )
     // pg-pool copies its options with Object.assign, which drops the non-enumerable URL: its
     // parameters (sslmode, sslrootcert, application_name, options, ...) would be silently lost
     // for every pooled connection. Put it back, still hidden from JSON and inspection.
@@ -115,19 +150,39 @@ export class ClusterNode implements ReadCandidate {
       })
     }
     // An idle client's socket error must never become an unhandled 'error' event.
-    pool.on('error', (err) => {
+    pool.on('error', (err, client) => {
       // pg-pool hangs the dead client on the error (err.client): its connection parameters
       // hold the password, which a logger with showHidden (or a deep serializer) would print.
       delete (err as { client?: unknown }).client
-      this.#onIdleError(this, err)
+      this.#onIdleError(this, err, client)
     })
     // pg-pool removes its error listener from a client while it is checked out. A server that
     // dies while pgsplit holds a client between two protocol steps (e.g. kill -9: ReadyForQuery
     // and FATAL 57P01 in one read) then emits 'error' with no listener, which crashes the
     // process. The failure still surfaces: the client is no longer queryable, and the next use
     // or the release reports it.
-    pool.on('connect', (client) => client.on('error', ignoreCheckedOutError))
+    pool.on('connect', (client) => {
+      client.on('error', ignoreCheckedOutError)
+      this.#hooks.poolEvent?.('connect', client, this)
+    })
+    if (hooks.poolEvent !== undefined) {
+      pool.on('acquire', (client) => hooks.poolEvent?.('acquire', client, this))
+      pool.on('remove', (client) => hooks.poolEvent?.('remove', client, this))
+    }
+    if (hooks.poolRelease !== undefined) {
+      pool.on('release', (err, client) => hooks.poolRelease?.(err, client, this))
+    }
     return pool
+  }
+
+  /** Cancels or ends backend `pid` of this node (best effort; see NodeHooks.signalBackend). */
+  signalBackend(pid: number, how: 'cancel' | 'terminate'): void {
+    this.#hooks.signalBackend?.(this, pid, how)
+  }
+
+  /** Settles every caller still queued for a client of the current pool with `err`. */
+  #abandonPending(err: () => Error): void {
+    for (const pending of [...this.pendingAcquires]) pending.abandon(err())
   }
 
   /**
@@ -138,10 +193,15 @@ export class ClusterNode implements ReadCandidate {
   replacePool(): Promise<void> {
     const old = this.#pool
     this.#pool = this.#createPool()
+    // Callers queued in the old pool would wait connectionTimeoutMillis for a client that is
+    // never coming: they never got one, so nothing was sent; their paths route them again.
+    this.#abandonPending(() => notSentError(`pool of ${this.name} replaced (its role changed)`))
     return old.end().catch(() => undefined)
   }
 
-  end(): Promise<void> {
+  /** Ends the pool; callers still queued get `err()` at once (pg-pool would leave them waiting). */
+  end(err: () => Error = () => notSentError(`pool of ${this.name} ended`)): Promise<void> {
+    this.#abandonPending(err)
     return this.#pool.end().catch(() => undefined)
   }
 

@@ -120,6 +120,11 @@ export class CausalSession {
     return this.#unfetched !== null || this.#pending.size > 0
   }
 
+  /** Forgets the settled token (the schema barrier, once every replica has replayed it). */
+  clear(): void {
+    this.#token = null
+  }
+
   /** The latest token known without waiting. */
   get settledToken(): WriteToken | null {
     return this.#token

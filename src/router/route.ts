@@ -55,13 +55,25 @@ export class ReadRouter {
     return list.includes(chosen as ClusterNode) ? (chosen as ClusterNode) : list[0]!
   }
 
-  /** The eligible replica with the highest known replay LSN: the best one to wait on. */
+  /**
+   * The eligible replica with the highest known replay LSN: the best one to wait on. Equally
+   * fresh replicas (the common case: all caught up) go through the strategy, so causal waits
+   * rotate like reads instead of piling onto the first replica listed.
+   */
   freshest(exclude: ClusterNode | null = null): ClusterNode | null {
-    let best: ClusterNode | null = null
+    const ties: ClusterNode[] = []
+    let best: bigint | null = null
     for (const node of this.eligible(exclude)) {
-      if (best === null || (node.lsn ?? -1n) > (best.lsn ?? -1n)) best = node
+      const lsn = node.lsn ?? -1n
+      if (best === null || lsn > best) {
+        best = lsn
+        ties.length = 0
+        ties.push(node)
+      } else if (lsn === best) ties.push(node)
     }
-    return best
+    if (ties.length <= 1) return ties[0] ?? null
+    const chosen = this.#strategy(ties)
+    return ties.includes(chosen as ClusterNode) ? (chosen as ClusterNode) : ties[0]!
   }
 }
 
