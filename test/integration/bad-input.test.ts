@@ -258,6 +258,31 @@ describe('bad configs against real servers', () => {
   })
 })
 
+describe('valid configs at the edges, on real servers', () => {
+  it('classifierCacheSize: 0 (no cache) still routes reads to replicas and writes to the primary', async () => {
+    const db = cluster({
+      primary: pgc.primaryUrl,
+      replicas: pgc.replicaUrls,
+      classifierCacheSize: 0,
+      ...FAST,
+    })
+    await db.ready({ timeoutMs: 20_000 })
+    const replicaPorts = new Set(pgc.nodes.slice(1).map((n) => n.port))
+    await eventually(async () => {
+      const { rows } = await db.query<{ port: number }>('SELECT inet_server_port() AS port')
+      expect(replicaPorts.has(rows[0]!.port)).toBe(true)
+    })
+    for (let i = 0; i < 3; i++) {
+      const { rows } = await db.query<{ port: number }>(
+        "INSERT INTO bad_input_t VALUES ($1, 'no cache') ON CONFLICT (id) DO UPDATE SET v = 'no cache' RETURNING inet_server_port() AS port",
+        [100 + i],
+      )
+      expect(rows[0]!.port).toBe(pgc.nodes[0]!.port)
+    }
+    await db.end()
+  })
+})
+
 describe('bad tokens and per-call options', () => {
   let db: Cluster
   beforeAll(async () => {
