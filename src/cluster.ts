@@ -9,7 +9,7 @@ import type {
   TopologySnapshot,
   TransactionOptions,
 } from './cluster-types.js'
-import type { ClusterConfig, NodeInput, PoolOptions } from './config.js'
+import { type ClusterConfig, type NodeInput, type PoolOptions, validateTimeout } from './config.js'
 import { ClusterEndedError } from './errors.js'
 import { ClusterCore } from './exec/cluster-core.js'
 import { connectClient } from './exec/connect-path.js'
@@ -84,7 +84,14 @@ export class Cluster extends EventEmitter<ClusterEvents> {
    */
   ready(options: { timeoutMs?: number } = {}): Promise<void> {
     if (this.#ctx.state.ended) return Promise.reject(new ClusterEndedError('ready()'))
-    return this.#parts.ready(options.timeoutMs ?? this.#ctx.config.failover.timeoutMs)
+    let timeoutMs: number
+    try {
+      // A timer holds at most 2^31-1 ms: a longer bound would reject after 1 ms.
+      timeoutMs = validateTimeout('ready().timeoutMs', options.timeoutMs, this.#ctx.config.failover.timeoutMs)
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    return this.#parts.ready(timeoutMs)
   }
 
   /**

@@ -2,6 +2,7 @@ import type { EventEmitter } from 'node:events'
 import type pg from 'pg'
 import type { ClusterEvents, SessionOptions, TopologySnapshot } from '../cluster-types.js'
 import {
+  addressKey,
   type ClusterConfig,
   type NodeInput,
   normalizeAddedNode,
@@ -215,11 +216,9 @@ export class ClusterCore {
   async addNode(input: NodeInput): Promise<NodeSnapshot> {
     const normalized = normalizeAddedNode(input, this.#config.pool)
     const taken = this.#topology.nodes.find(
+      // Same server by address identity (localhost = 127.0.0.1 = ::1, default ports), not by spelling.
       (n) =>
-        n.name === normalized.name ||
-        (n.address.host === normalized.address.host &&
-          n.address.port === normalized.address.port &&
-          n.address.database === normalized.address.database),
+        n.name === normalized.name || addressKey(n.address.host, n.address.port) === normalized.addressKey,
     )
     if (taken !== undefined) {
       throw new PgsplitError(

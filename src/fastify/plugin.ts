@@ -72,6 +72,9 @@ const CLUSTER_CONFIG_KEYS: Record<keyof ClusterConfig, true> = {
   readOnlyTransactions: true,
   writeFunctions: true,
   classifierCacheSize: true,
+  discovery: true,
+  tokens: true,
+  patroni: true,
 }
 
 function clusterConfigOf(options: PgsplitPluginConfigOptions): ClusterConfig {
