@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events'
-import type pg from 'pg'
+import pg from 'pg'
 import type {
   ClusterEvents,
   ConnectOptions,
@@ -279,7 +279,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
 
   /** The pool options every node's pool was made with (`pg.Pool#options`, no password). */
   get options(): Readonly<PoolOptions> {
-    return this.#ctx.config.pool
+    return this.#parts.poolOptions
   }
 
   /** Sum over every node's pool, as `pg.Pool#totalCount`. */
@@ -332,6 +332,12 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     } as RoleTarget
   }
 }
+
+// Libraries that take a pg.Pool test what they were given (`instanceof pg.Pool`: Prisma's
+// adapter-pg, Drizzle's node-postgres driver) and treat anything else as a config or a single
+// client. A Cluster is a pool of pools: it answers yes. No pg.Pool constructor ever runs for it
+// and every pg.Pool method a caller can use is the Cluster's own.
+Object.setPrototypeOf(Cluster.prototype, pg.Pool.prototype)
 
 /**
  * Creates a {@link Cluster}. Validates the config at once (a {@link ConfigError} names the bad

@@ -4,9 +4,11 @@ import type { ClusterEvents, SessionOptions, TopologySnapshot } from '../cluster
 import {
   addressKey,
   type ClusterConfig,
+  DEFAULTS,
   type NodeInput,
   normalizeAddedNode,
   normalizeConfig,
+  type PoolOptions,
   validateConsistency,
 } from '../config.js'
 import { ClusterEndedError, PgsplitError, TimeoutError } from '../errors.js'
@@ -244,6 +246,11 @@ export class ClusterCore {
     this.#topology.remove(node)
     this.#monitor.forget(node)
     await node.end()
+  }
+
+  /** The pool options every node starts from: the defaults and the config's shared `pool`. */
+  get poolOptions(): Readonly<PoolOptions> {
+    return Object.freeze({ ...DEFAULTS.pool, ...this.#config.pool }) as PoolOptions
   }
 
   sum(count: (pool: pg.Pool) => number): number {

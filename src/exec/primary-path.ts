@@ -84,13 +84,12 @@ export async function runOnPrimary(
   write: boolean,
 ): Promise<{ result: pg.QueryResult; node: ClusterNode }> {
   const deadline = Date.now() + ctx.config.failover.timeoutMs
-  const sent = write ? boundWrite(ctx, statement) : statement
   for (let attempt = 0; attempt < 10_000; attempt++) {
     const lease = await acquirePrimaryLease(ctx, deadline)
     const node = lease.node
     let result: pg.QueryResult
     try {
-      result = await runOnLease(lease, sent)
+      result = await runOnLease(lease, write ? boundWrite(ctx, node, statement) : statement)
     } catch (err) {
       lease.release(err)
       const outcome = taggedOutcome(err)
@@ -133,9 +132,9 @@ export async function runOnPrimary(
 }
 
 /** A write's client-side bound: `failover.writeTimeoutMs` when it is below the pool's query_timeout. */
-function boundWrite(ctx: ExecContext, statement: Statement): Statement {
+function boundWrite(ctx: ExecContext, node: ClusterNode, statement: Statement): Statement {
   const bound = ctx.config.failover.writeTimeoutMs
-  const poolBound = ctx.config.pool.query_timeout
+  const poolBound = (node.pool.options as { query_timeout?: number }).query_timeout
   if (bound === undefined || (poolBound !== undefined && poolBound <= bound)) return statement
   if ((statement.config as { query_timeout?: number } | null)?.query_timeout !== undefined) return statement
   return withQueryTimeout(statement, bound)

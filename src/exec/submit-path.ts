@@ -150,7 +150,7 @@ function attach(ctx: ExecContext, lease: Lease, submittable: Submittable, route:
   }
   node.queries++
   if ((submittable as unknown) instanceof pg.Query) {
-    const ms = ctx.config.pool.query_timeout
+    const ms = (node.pool.options as { query_timeout?: number }).query_timeout
     if (typeof ms === 'number' && ms > 0) {
       timer = setTimeout(() => {
         const pid = (client as unknown as { processID?: number }).processID
