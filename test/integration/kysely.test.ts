@@ -59,6 +59,9 @@ async function caughtUp(timeoutMs = 20_000): Promise<void> {
   }
 }
 
+/** db.startTransaction() exists since Kysely 0.28; vitest.kysely-versions.config.ts runs 0.27 too. */
+const itSince028 = 'startTransaction' in Kysely.prototype ? it : it.skip
+
 const portExpr = sql<number>`inet_server_port()`.as('p')
 const pidExpr = sql<number>`pg_backend_pid()`.as('pid')
 
@@ -299,7 +302,7 @@ describe('transactions and connections stay on one primary session', () => {
     expect(iso).toEqual({ level: 'serializable', p: primaryPort })
   })
 
-  it('controlled transactions with savepoints', async () => {
+  itSince028('controlled transactions with savepoints', async () => {
     const trx = await db.startTransaction().execute()
     const pid0 = (await trx.selectNoFrom(pidExpr).executeTakeFirstOrThrow()).pid
     await trx.insertInto('item').values({ name: 'sp-a' }).execute()
