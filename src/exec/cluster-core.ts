@@ -174,7 +174,7 @@ export class ClusterCore {
           reject(new TimeoutError(`ready() timed out after ${timeoutMs} ms: first probe round not finished`)),
         timeoutMs,
       )
-      timer.unref()
+      // Not unref'd: the caller waits on it (with allowExitOnIdle the monitor's sockets do not).
     })
     try {
       await Promise.race([this.#state.initial, bound])
@@ -250,7 +250,11 @@ export class ClusterCore {
 
   /** The pool options every node starts from: the defaults and the config's shared `pool`. */
   get poolOptions(): Readonly<PoolOptions> {
-    return Object.freeze({ ...DEFAULTS.pool, ...this.#config.pool }) as PoolOptions
+    // As pg-pool normalized them for a node, without what is per node or secret.
+    const options: Record<string, unknown> = { ...(this.#topology.nodes[0]?.pool.options ?? DEFAULTS.pool) }
+    for (const key of ['host', 'port', 'database', 'user', 'password', 'connectionString', 'ssl'])
+      delete options[key]
+    return Object.freeze(options) as PoolOptions
   }
 
   sum(count: (pool: pg.Pool) => number): number {

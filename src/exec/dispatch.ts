@@ -3,6 +3,7 @@ import type { QueryOptions } from '../cluster-types.js'
 import { type ConsistencyMode, validateConsistency } from '../config.js'
 import { TransactionStatementError } from '../errors.js'
 import type { Statement } from '../pools/lease.js'
+import type { Classification } from '../router/classify.js'
 import { currentScope, type Scope } from '../router/consistency.js'
 import { recordWrite, schemaPending } from './causal.js'
 import type { ExecContext } from './context.js'
@@ -35,7 +36,7 @@ export function dispatch(
   if (role === 'primary' || (role === 'auto' && classification.kind === 'write')) {
     // Forced to the primary counts as a write: it may call a function that writes, so it is
     // never re-sent once sent, and it is recorded for read-your-writes.
-    return write(ctx, statement, mode, scope, classification.schemaChange === true)
+    return write(ctx, statement, mode, scope, classification)
   }
   const request = { statement, auto: role === 'auto', mode, scope }
   if (mode === 'eventual' && options?.after === undefined && !schemaPending(ctx)) {
@@ -49,10 +50,11 @@ async function write(
   statement: Statement,
   mode: ConsistencyMode,
   scope: Scope | undefined,
-  schemaChange: boolean,
+  classification: Classification,
 ): Promise<pg.QueryResult> {
-  const { result, node } = await runOnPrimary(ctx, statement, true)
-  recordWrite(ctx, node, mode, scope, schemaChange)
+  const transactionString = classification.transactionControl !== undefined
+  const { result, node } = await runOnPrimary(ctx, statement, true, transactionString)
+  recordWrite(ctx, node, mode, scope, classification.schemaChange === true)
   return result
 }
 
@@ -78,6 +80,7 @@ export function submitRoute(ctx: ExecContext, text: string, options: QueryOption
     writes: toPrimary,
     auto: role === 'auto',
     schemaChange: classification.schemaChange === true,
+    transactionString: classification.transactionControl !== undefined,
     mode: modeOf(ctx, options, scope),
     scope,
   }

@@ -82,6 +82,7 @@ export async function runOnPrimary(
   ctx: ExecContext,
   statement: Statement,
   write: boolean,
+  transactionString = false,
 ): Promise<{ result: pg.QueryResult; node: ClusterNode }> {
   const deadline = Date.now() + ctx.config.failover.timeoutMs
   for (let attempt = 0; attempt < 10_000; attempt++) {
@@ -91,6 +92,9 @@ export async function runOnPrimary(
     try {
       result = await runOnLease(lease, write ? boundWrite(ctx, node, statement) : statement)
     } catch (err) {
+      // `BEGIN; ...; COMMIT` that failed may have left the session in an (aborted) transaction,
+      // and its ReadyForQuery status comes after the error: never reuse that session.
+      if (transactionString) lease.lost = true
       lease.release(err)
       const outcome = taggedOutcome(err)
       if (outcome === 'not-sent' && statement.signal?.aborted !== true) continue

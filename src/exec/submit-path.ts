@@ -25,6 +25,8 @@ export interface SubmitRoute {
   /** pgsplit chose the route: a 25006 on a replica sends it to the primary. */
   readonly auto: boolean
   readonly schemaChange: boolean
+  /** `BEGIN; ...; COMMIT`: after an error its session is never reused. */
+  readonly transactionString: boolean
   readonly mode: ConsistencyMode
   readonly scope: Scope | undefined
 }
@@ -128,6 +130,7 @@ function attach(ctx: ExecContext, lease: Lease, submittable: Submittable, route:
     const outcome = outcomeOf(err, 'query', client, node.role === 'replica')
     node.errors++
     failed = true
+    if (route.transactionString) lease.lost = true
     if (outcome === 'read-only' && route.auto && !route.toPrimary) {
       // The "read" did not run; it runs on the primary once this client is ready again.
       resubmit = true

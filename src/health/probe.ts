@@ -149,9 +149,8 @@ export class NodeProber {
           throw new Error('prober ended')
         }
         this.#client = client
-        // allowExitOnIdle: the monitor's sockets never keep the process alive (as pg.Pool's idle clients).
-        if ((this.#node.connectionConfig as { allowExitOnIdle?: boolean }).allowExitOnIdle === true)
-          (client as unknown as { unref(): void }).unref()
+        // allowExitOnIdle: an idle monitor socket never keeps the process alive (as pg.Pool's idle clients).
+        if (this.#exitOnIdle) (client as unknown as { unref(): void }).unref()
         return client
       })
       .catch((err: unknown) => {
@@ -171,11 +170,21 @@ export class NodeProber {
   }
 
   /** Runs `sql` on the monitor's connection within the probe timeout. */
+  get #exitOnIdle(): boolean {
+    return (this.#node.connectionConfig as { allowExitOnIdle?: boolean }).allowExitOnIdle === true
+  }
+
   async query<R extends pg.QueryResultRow>(sql: string, values?: unknown[]): Promise<R[]> {
     const work = (async () => {
       const client = await this.#connect()
-      const result = await client.query<R>(sql, values)
-      return result.rows
+      // allowExitOnIdle: the socket holds the process only while a probe is in flight.
+      const socket = client as unknown as { ref(): void; unref(): void }
+      if (this.#exitOnIdle) socket.ref()
+      try {
+        return (await client.query<R>(sql, values)).rows
+      } finally {
+        if (this.#exitOnIdle) socket.unref()
+      }
     })()
     try {
       return await withDeadline(work, this.#timeoutMs, `probe of ${this.#node.name}`, () => this.#drop())
