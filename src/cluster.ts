@@ -20,7 +20,7 @@ import {
 } from './errors.js'
 import { Discovery } from './health/discovery.js'
 import { LsnReader } from './health/lsn-reader.js'
-import { HealthMonitor } from './health/monitor.js'
+import { HealthMonitor, type MonitorEvents } from './health/monitor.js'
 import { describeError, isConnectionError } from './health/probe.js'
 import { ClusterNode, type NodeSnapshot, parseLsn } from './pools/node.js'
 import { Topology } from './pools/topology.js'
@@ -97,6 +97,12 @@ export interface ClusterEvents {
   reclassified: [{ node: string; sql: string }]
   /** A read failed on a replica for a replica reason and ran again elsewhere. */
   readRetried: [{ from: string; to: string; reason: string }]
+  /** A replica replayed WAL the primary does not have (ahead of it, or on a newer timeline): no reads. */
+  replicaDiverged: Parameters<MonitorEvents['replicaDiverged']>
+  /** A node of another cluster (its `system_identifier` differs): no reads, no writes. */
+  foreignNode: Parameters<MonitorEvents['foreignNode']>
+  /** Two configured addresses reach the same server (a configuration mistake, not a split brain). */
+  duplicateNode: Parameters<MonitorEvents['duplicateNode']>
 }
 
 type Callback<T> = (err: Error | undefined, result?: T) => void
@@ -203,6 +209,9 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       nodeUp: (p) => this.#emitSafe('nodeUp', p),
       replicaLagging: (p) => this.#emitSafe('replicaLagging', p),
       replicaCaughtUp: (p) => this.#emitSafe('replicaCaughtUp', p),
+      replicaDiverged: (p) => this.#emitSafe('replicaDiverged', p),
+      foreignNode: (p) => this.#emitSafe('foreignNode', p),
+      duplicateNode: (p) => this.#emitSafe('duplicateNode', p),
       suspectPrimaryChange: (reason) => {
         void this.#discovery.trigger(reason)
       },
@@ -230,9 +239,10 @@ export class Cluster extends EventEmitter<ClusterEvents> {
 
   async #start(): Promise<void> {
     try {
-      // Discovery probes every node: roles, states, positions. Then one ordered round gives lag.
+      // Discovery probes every node: roles, states, positions. Then ordered rounds until every
+      // reachable replica is measured (timeline and lag), so lagMs after ready() is a number.
       await this.#discovery.trigger('startup')
-      if (!this.#ended) await this.#monitor.runRound({ all: true })
+      if (!this.#ended) await this.#monitor.measureAll()
     } finally {
       this.#initialized = true
       this.#monitor.start()
