@@ -323,7 +323,8 @@ export class HealthMonitor {
     const now = Date.now()
     for (const { node, result } of outcomes) {
       if (result === null || !result.inRecovery || node.role !== 'replica') continue
-      if (node.foreign || node.duplicateOf !== null) continue
+      // A node still counted down (hysteresis) is measured by the probe that sees it up, not before.
+      if (node.state !== 'up' || node.foreign || node.duplicateOf !== null) continue
       const lag = computeLag(
         {
           replayLsn: result.lsn,

@@ -129,7 +129,13 @@ describe('health and lag', () => {
       expect(n.host).toBe('127.0.0.1')
       expect(typeof n.port).toBe('number')
       expect(n.database).toBe('app')
-      // First full round done: every node probed, replicas have a lag.
+      // ready() waits until every reachable replica is measured: lag known, timeline checked.
+      expect(n.measured).toBe(true)
+      expect(n.noReads).toBe(n.role === 'primary' ? 'not-replica' : null)
+      expect(n.diverged).toBe(false)
+      expect(n.foreign).toBe(false)
+      expect(n.duplicateOf).toBeNull()
+      expect(n.systemIdentifier).toMatch(/^[0-9]+$/)
       expect(n.lastProbeAt).not.toBeNull()
       expect(Date.parse(n.lastProbeAt!)).toBeLessThanOrEqual(Date.now())
       expect(typeof n.lastProbeLatencyMs).toBe('number')
@@ -146,6 +152,7 @@ describe('health and lag', () => {
       expect(n.weight).toBe(1)
       expect(n.pool).toEqual({ total: expect.any(Number), idle: expect.any(Number), waiting: 0 })
     }
+    expect(new Set(topo.nodes.map((n) => n.systemIdentifier)).size).toBe(1)
     expect(JSON.stringify(topo)).not.toContain(PASSWORD)
     // Counters move with the traffic.
     await readPorts(db, 10)
