@@ -172,15 +172,19 @@ async function abandonedTimeline(privileged: boolean): Promise<void> {
       const v = `new ${i}`
       // The writes go through an admin connection (the reader role may not write); the read
       // carries the write's token, as a request carrying x-pgsplit-lsn would.
-      const [w] = await direct<{ id: number; lsn: string; tli: number }>(
+      const [w] = await direct<{ id: number }>(admin(1), 'INSERT INTO t (v) VALUES ($1) RETURNING id', [v])
+      // The token is read after the commit was acknowledged (inside the INSERT it would point
+      // before its commit record).
+      const [tok] = await direct<{ lsn: string; tli: number }>(
         admin(1),
-        `INSERT INTO t (v) VALUES ($1) RETURNING id, pg_current_wal_lsn()::text AS lsn,
+        `SELECT pg_current_wal_lsn()::text AS lsn,
            ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int AS tli`,
-        [v],
       )
-      const { rows } = await db.query<{ v: string }>('SELECT v FROM t WHERE id = $1', [w!.id], {
-        after: `${w!.tli}:${w!.lsn}`,
-      })
+      const { rows } = await db.query<{ v: string; port: number }>(
+        'SELECT v, inet_server_port() AS port FROM t WHERE id = $1',
+        [w!.id],
+        { after: `${tok!.tli}:${tok!.lsn}` },
+      )
       causal++
       if (rows[0]?.v !== v) stale++
     }
