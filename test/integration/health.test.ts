@@ -280,6 +280,7 @@ describe('health and lag', () => {
     const up = await until('nodeUp', () => eventFor(events, 'nodeUp', victim, restartAt), 15_000)
     console.log(`[health] restarted replica up ${up.at - restartAt} ms after start()`)
     expect(snapshotOf(db, victim).state).toBe('up')
+    await until('restarted replica measured', () => snapshotOf(db, victim).noReads === null, 10_000)
     expect((await readPorts(db, 20)).get(port(2))).toBeGreaterThan(0)
   })
 
@@ -333,6 +334,12 @@ describe('health and lag', () => {
     await Promise.all([pgc.start(1), pgc.start(2)])
     for (const i of [1, 2]) {
       await until(`nodeUp ${i}`, () => eventFor(eventsE, 'nodeUp', nodeName(port(i)), startedAt), 15_000)
+      // Up is reachable; reads come after a probe measured its timeline and lag (issue 14).
+      await until(
+        `replica ${i} readable`,
+        () => snapshotOf(strict, nodeName(port(i))).noReads === null,
+        10_000,
+      )
     }
     const ports = await readPorts(strict, 20)
     expect(ports.get(port(0)) ?? 0).toBe(0)
@@ -401,6 +408,7 @@ describe('health and lag', () => {
     const healedAt = Date.now()
     proxy.setMode('pass')
     await until('nodeUp', () => eventFor(events, 'nodeUp', holed, healedAt), 15_000)
+    await until('healed replica measured', () => snapshotOf(db, holed).noReads === null, 10_000)
     expect((await readPorts(db, 20)).get(port(1))).toBeGreaterThan(0)
   })
 })
