@@ -1,5 +1,6 @@
 import type pg from 'pg'
 import type { ConsistencyMode } from './config.js'
+import type { MonitorEvents } from './health/monitor.js'
 import type { NodeSnapshot } from './pools/node.js'
 
 /** Where a statement runs: `'auto'` classifies its SQL. */
@@ -80,6 +81,12 @@ export interface ClusterEvents {
   reclassified: [{ node: string; sql: string }]
   /** A read failed on a node for a node reason and ran again elsewhere. */
   readRetried: [{ from: string; to: string; reason: string }]
+  /** A replica replayed WAL the primary does not have (ahead of it, or on a newer timeline): no reads. */
+  replicaDiverged: Parameters<MonitorEvents['replicaDiverged']>
+  /** A node of another cluster (its `system_identifier` differs): no reads, no writes. */
+  foreignNode: Parameters<MonitorEvents['foreignNode']>
+  /** Two configured addresses reach the same server (a configuration mistake, not a split brain). */
+  duplicateNode: Parameters<MonitorEvents['duplicateNode']>
 }
 
 /** Explicit routing: `db.primary` and `db.replica`. */

@@ -66,6 +66,9 @@ export class ClusterCore {
       nodeUp: (p) => emit('nodeUp', p),
       replicaLagging: (p) => emit('replicaLagging', p),
       replicaCaughtUp: (p) => emit('replicaCaughtUp', p),
+      replicaDiverged: (p) => emit('replicaDiverged', p),
+      foreignNode: (p) => emit('foreignNode', p),
+      duplicateNode: (p) => emit('duplicateNode', p),
       suspectPrimaryChange: (reason) => {
         void this.#discovery.trigger(reason)
       },
@@ -128,7 +131,8 @@ export class ClusterCore {
     try {
       // Discovery probes every node: roles, states, positions. Then one ordered round gives lag.
       await this.#discovery.trigger('startup')
-      if (!this.#state.ended) await this.#monitor.runRound({ all: true })
+      // Then rounds until every reachable replica has a measured timeline and lag.
+      if (!this.#state.ended) await this.#monitor.measureAll()
     } finally {
       this.#state.initialized = true
       this.#monitor.start()

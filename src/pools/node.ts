@@ -6,6 +6,32 @@ import { notSentError, type PendingAcquire } from './lease.js'
 export type NodeRole = 'primary' | 'replica' | 'unknown'
 export type NodeState = 'unknown' | 'up' | 'down'
 
+/** How a replica's timeline compares to the primary's (see health/timeline.ts). */
+export type TimelineState = 'current' | 'older' | 'newer' | 'unknown'
+
+/**
+ * Why a node takes no replica reads now (`null`: it takes them). In the order they are checked:
+ * `down` (last probes failed or none yet), `foreign` (another cluster's `system_identifier`),
+ * `duplicate` (the same server as an earlier node, under another address), `not-replica` (the
+ * primary, or a role not known), `fenced` (a stale writable old primary), `unmeasured` (no probe
+ * has measured its timeline and lag since it was added, came back, or the primary changed),
+ * `diverged` (it replayed WAL the primary does not have), `timeline` (not provably on the
+ * primary's timeline), `lagging` (beyond maxLag), `suspect` (a read just failed there), `weight`
+ * (weight 0).
+ */
+export type NoReadsReason =
+  | 'down'
+  | 'foreign'
+  | 'duplicate'
+  | 'not-replica'
+  | 'fenced'
+  | 'unmeasured'
+  | 'diverged'
+  | 'timeline'
+  | 'lagging'
+  | 'suspect'
+  | 'weight'
+
 /** What `topology()` shows of a node. Plain data: safe to log or serialize (no password). */
 export interface NodeSnapshot {
   name: string
@@ -17,9 +43,25 @@ export interface NodeSnapshot {
   /** A writable node that lost to a newer timeline: takes neither reads nor writes. */
   fenced: boolean
   lagging: boolean
+  /** Negative when the replica is ahead of the primary (then `diverged`). */
   lagBytes: number | null
   lagMs: number | null
+  /** Primary: its timeline. Replica: the one it streams (exact), else its control file's (a lower bound). */
   timeline: number | null
+  /** False when `timeline` is only a lower bound (no streaming receiver visible to the monitor's role). */
+  timelineExact: boolean
+  /** `pg_control_system().system_identifier`: the same on every node of one physical cluster. */
+  systemIdentifier: string | null
+  /** A server of another cluster (its identifier differs from the primary's): no reads, no writes. */
+  foreign: boolean
+  /** The same server as this earlier node, under another address (a configuration mistake). */
+  duplicateOf: string | null
+  /** It replayed WAL the primary does not have (ahead of it, or on a timeline it never had). */
+  diverged: boolean
+  /** A probe measured its timeline and lag since it was added, came back up, or the primary changed. */
+  measured: boolean
+  /** Why it takes no replica reads now, or null. */
+  noReads: NoReadsReason | null
   /** Current WAL LSN (primary) or last replayed LSN (replica), as PostgreSQL prints it. */
   lsn: string | null
   replayPaused: boolean
@@ -67,6 +109,17 @@ export class ClusterNode implements ReadCandidate {
   lagBytes: number | null = null
   lagMs: number | null = null
   timeline: number | null = null
+  timelineExact = false
+  /** Set by the monitor after each measuring probe (health/timeline.ts). */
+  timelineState: TimelineState = 'unknown'
+  systemIdentifier: string | null = null
+  /** `pg_postmaster_start_time()` in microseconds, as text: tells one running server from another. */
+  startedAt: string | null = null
+  foreign = false
+  duplicateOf: string | null = null
+  diverged = false
+  /** Only a probe that measured timeline and lag sets it; going down or a new primary clears it. */
+  measured = false
   /** Primary: pg_current_wal_lsn(); replica: pg_last_wal_replay_lsn(). */
   lsn: bigint | null = null
   receiveLsn: bigint | null = null
@@ -205,14 +258,35 @@ export class ClusterNode implements ReadCandidate {
     return this.#pool.end().catch(() => undefined)
   }
 
+  /**
+   * True when this node may take a replica read now: a replica of the primary's cluster, up,
+   * measured since it was last seen down, provably on the primary's timeline and not ahead of
+   * it, within maxLag, not fenced, suspect or weighted 0. Every read asks: constants only.
+   */
   isEligibleReplica(now: number): boolean {
-    return (
-      this.role === 'replica' &&
-      this.state === 'up' &&
-      !this.lagging &&
-      !this.fenced &&
-      this.suspectUntil <= now
-    )
+    return this.noReads(now) === null
+  }
+
+  /** Why this node takes no replica reads now (null: it takes them). */
+  noReads(now: number): NoReadsReason | null {
+    if (this.state !== 'up') return 'down'
+    if (this.foreign) return 'foreign'
+    if (this.duplicateOf !== null) return 'duplicate'
+    if (this.role !== 'replica') return 'not-replica'
+    if (this.fenced) return 'fenced'
+    if (!this.measured) return 'unmeasured'
+    if (this.diverged) return 'diverged'
+    if (this.timelineState !== 'current') return 'timeline'
+    if (this.lagging) return 'lagging'
+    if (this.suspectUntil > now) return 'suspect'
+    if (this.weight <= 0) return 'weight'
+    return null
+  }
+
+  /** Forget what the probes measured: the node takes no reads until the next measuring probe. */
+  unmeasure(): void {
+    this.measured = false
+    this.timelineState = 'unknown'
   }
 
   snapshot(): NodeSnapshot {
@@ -228,6 +302,13 @@ export class ClusterNode implements ReadCandidate {
       lagBytes: this.lagBytes,
       lagMs: this.lagMs,
       timeline: this.timeline,
+      timelineExact: this.timelineExact,
+      systemIdentifier: this.systemIdentifier,
+      foreign: this.foreign,
+      duplicateOf: this.duplicateOf,
+      diverged: this.diverged,
+      measured: this.measured,
+      noReads: this.noReads(Date.now()),
       lsn: this.lsn === null ? null : formatLsn(this.lsn),
       replayPaused: this.replayPaused,
       lastProbeAt: this.lastProbeAt === null ? null : new Date(this.lastProbeAt).toISOString(),

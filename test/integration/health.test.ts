@@ -129,7 +129,13 @@ describe('health and lag', () => {
       expect(n.host).toBe('127.0.0.1')
       expect(typeof n.port).toBe('number')
       expect(n.database).toBe('app')
-      // First full round done: every node probed, replicas have a lag.
+      // ready() waits until every reachable replica is measured: lag known, timeline checked.
+      expect(n.measured).toBe(true)
+      expect(n.noReads).toBe(n.role === 'primary' ? 'not-replica' : null)
+      expect(n.diverged).toBe(false)
+      expect(n.foreign).toBe(false)
+      expect(n.duplicateOf).toBeNull()
+      expect(n.systemIdentifier).toMatch(/^[0-9]+$/)
       expect(n.lastProbeAt).not.toBeNull()
       expect(Date.parse(n.lastProbeAt!)).toBeLessThanOrEqual(Date.now())
       expect(typeof n.lastProbeLatencyMs).toBe('number')
@@ -146,6 +152,7 @@ describe('health and lag', () => {
       expect(n.weight).toBe(1)
       expect(n.pool).toEqual({ total: expect.any(Number), idle: expect.any(Number), waiting: 0 })
     }
+    expect(new Set(topo.nodes.map((n) => n.systemIdentifier)).size).toBe(1)
     expect(JSON.stringify(topo)).not.toContain(PASSWORD)
     // Counters move with the traffic.
     await readPorts(db, 10)
@@ -273,6 +280,7 @@ describe('health and lag', () => {
     const up = await until('nodeUp', () => eventFor(events, 'nodeUp', victim, restartAt), 15_000)
     console.log(`[health] restarted replica up ${up.at - restartAt} ms after start()`)
     expect(snapshotOf(db, victim).state).toBe('up')
+    await until('restarted replica measured', () => snapshotOf(db, victim).noReads === null, 10_000)
     expect((await readPorts(db, 20)).get(port(2))).toBeGreaterThan(0)
   })
 
@@ -326,6 +334,12 @@ describe('health and lag', () => {
     await Promise.all([pgc.start(1), pgc.start(2)])
     for (const i of [1, 2]) {
       await until(`nodeUp ${i}`, () => eventFor(eventsE, 'nodeUp', nodeName(port(i)), startedAt), 15_000)
+      // Up is reachable; reads come after a probe measured its timeline and lag (issue 14).
+      await until(
+        `replica ${i} readable`,
+        () => snapshotOf(strict, nodeName(port(i))).noReads === null,
+        10_000,
+      )
     }
     const ports = await readPorts(strict, 20)
     expect(ports.get(port(0)) ?? 0).toBe(0)
@@ -394,6 +408,7 @@ describe('health and lag', () => {
     const healedAt = Date.now()
     proxy.setMode('pass')
     await until('nodeUp', () => eventFor(events, 'nodeUp', holed, healedAt), 15_000)
+    await until('healed replica measured', () => snapshotOf(db, holed).noReads === null, 10_000)
     expect((await readPorts(db, 20)).get(port(1))).toBeGreaterThan(0)
   })
 })
