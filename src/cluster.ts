@@ -28,16 +28,16 @@ import { StatementClassifier } from './router/classify.js'
 import {
   CausalSession,
   currentScope,
-  formatToken,
   laterToken,
   modeName,
-  parseToken,
   runInScope,
   type Scope,
   type WriteToken,
 } from './router/consistency.js'
 import { ReadRouter } from './router/route.js'
 import { createStrategy } from './router/strategies.js'
+import { TokenCodec } from './router/token-codec.js'
+import { TokenGuard } from './router/token-guard.js'
 
 /** Where a statement runs: `'auto'` classifies its SQL. */
 export type RouteRole = 'primary' | 'replica' | 'auto'
@@ -177,6 +177,8 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   readonly #router: ReadRouter
   readonly #classifier: StatementClassifier
   readonly #lsnReader: LsnReader
+  /** Parses, verifies, signs and bounds tokens: every token from outside enters through it. */
+  readonly #tokens: TokenGuard
   readonly #global = new CausalSession()
   readonly #initial: Promise<void>
   #initialized = false
@@ -223,6 +225,23 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     )
     this.#router = new ReadRouter(this.#topology, createStrategy(this.#config.readStrategy))
     this.#lsnReader = new LsnReader(this.#config.healthCheck.timeoutMs)
+    this.#tokens = new TokenGuard(new TokenCodec(this.#config.tokens), {
+      known: () => {
+        const primary = this.#topology.primary
+        const probed =
+          primary?.lsn != null && primary.timeline != null
+            ? { timeline: primary.timeline, lsn: primary.lsn }
+            : null
+        return laterToken(probed, this.#lsnReader.latest)
+      },
+      fresh: () => {
+        const primary = this.#topology.primary
+        if (primary === null) {
+          return Promise.reject(new NoPrimaryError('no primary known to check a write token against', 0))
+        }
+        return this.#lsnReader.read(primary)
+      },
+    })
     this.primary = this.#roleTarget('primary')
     this.replica = this.#roleTarget('replica')
     this.#initial = this.#start()
@@ -418,7 +437,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     after: string | undefined,
   ): Promise<pg.QueryResult> {
     const kind = modeName(mode)
-    let token: WriteToken | null = after === undefined ? null : parseToken(after)
+    let token: WriteToken | null = after === undefined ? null : await this.#tokens.admit(after)
     if (kind !== 'eventual') {
       const session = this.#sessionOf(scope)
       if (session.primaryUntil > Date.now()) return this.#readOnPrimary(config)
@@ -922,7 +941,11 @@ export class Cluster extends EventEmitter<ClusterEvents> {
    */
   session<T>(fn: () => T, options: SessionOptions = {}): T {
     const session = new CausalSession({ eager: true })
-    if (typeof options.token === 'string' && options.token !== '') session.observe(parseToken(options.token))
+    if (typeof options.token === 'string' && options.token !== '') {
+      // Syntax and signature now (a bad token throws here); the check against the primary's
+      // position is awaited by the first read.
+      session.admit(this.#tokens.check(this.#tokens.parse(options.token)))
+    }
     const configured = this.#config.consistency
     const consistency =
       options.consistency !== undefined
@@ -939,7 +962,22 @@ export class Cluster extends EventEmitter<ClusterEvents> {
    */
   async lastWriteToken(): Promise<string | undefined> {
     const token = await this.#sessionOf(currentScope()).token()
-    return token === null ? undefined : formatToken(token)
+    return token === null ? undefined : this.#tokens.format(token)
+  }
+
+  /**
+   * Checks a token from outside (a client, another instance): its syntax, its signature when
+   * `tokens.secrets` is set, and that the primary has reached it. Resolves with its canonical
+   * text (signed with the current secret); rejects with `InvalidTokenError` (a
+   * `TokenAheadError` when it is past the primary), or with the error that kept the
+   * primary's position from being read.
+   *
+   * ```ts
+   * const token = await db.verifyToken(req.headers['x-pgsplit-lsn'])
+   * ```
+   */
+  async verifyToken(token: string): Promise<string> {
+    return this.#tokens.format(await this.#tokens.admit(token))
   }
 
   // ---- topology -----------------------------------------------------------------------------

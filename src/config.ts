@@ -1,6 +1,7 @@
 import type { PoolConfig } from 'pg'
 import { ConfigError } from './errors.js'
 import { type NodeAddress, parseConnectionString, redact } from './pools/connection-string.js'
+import { normalizeTokens, type TokenSigningConfig } from './router/token-codec.js'
 
 /** `pg.Pool` options shared by every node (a node's own object overrides them). */
 export type PoolOptions = Omit<PoolConfig, 'connectionString' | 'host' | 'port' | 'database'>
@@ -91,6 +92,19 @@ export interface ClusterConfig {
   writeFunctions?: string[]
   /** Bound of the per-SQL-text classification cache. Default 5000. */
   classifierCacheSize?: number
+  /** Signed read-your-writes tokens, for apps that hand them to untrusted clients. Default: unsigned. */
+  tokens?: TokensConfig
+}
+
+/** HMAC-SHA256 signing of the tokens `lastWriteToken()` hands out. */
+export interface TokensConfig {
+  /**
+   * At least one secret of at least 16 characters. The first signs, every one verifies: to
+   * rotate, put the new secret first, and drop the old one once no client holds its tokens.
+   */
+  secrets: string[]
+  /** Refuse tokens without a signature. Default false (plain tokens are still accepted). */
+  requireSigned?: boolean
 }
 
 export type DeclaredRole = 'primary' | 'replica' | 'unknown'
@@ -118,6 +132,7 @@ export interface NormalizedConfig {
   readOnlyTransactions: 'primary' | 'replica'
   writeFunctions: string[]
   classifierCacheSize: number
+  tokens: TokenSigningConfig | null
 }
 
 export const DEFAULTS = {
@@ -156,6 +171,7 @@ const TOP_LEVEL_KEYS = new Set([
   'readOnlyTransactions',
   'writeFunctions',
   'classifierCacheSize',
+  'tokens',
 ])
 const NODE_ONLY_KEYS = new Set(['url', 'name', 'weight', 'maxLag'])
 
@@ -519,6 +535,7 @@ export function normalizeConfig(config: ClusterConfig): NormalizedConfig {
       raw.classifierCacheSize,
       DEFAULTS.classifierCacheSize,
     ),
+    tokens: normalizeTokens('tokens', raw.tokens),
   }
 }
 
