@@ -111,7 +111,7 @@ export class TokenCodec {
 
 /** Domain-separated, so a MAC made with the same secret for something else never passes. */
 function mac(key: KeyObject, plain: string): Buffer {
-  return createHmac('sha256', key).update('pgsplit-token-v1:').update(plain).digest()
+  return createHmac('sha256', key).update(`pgsplit-token-v1:${plain}`).digest()
 }
 
 /**
