@@ -232,7 +232,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
           primary?.lsn != null && primary.timeline != null
             ? { timeline: primary.timeline, lsn: primary.lsn }
             : null
-        return laterToken(probed, this.#lsnReader.latest)
+        return primary === null ? null : laterToken(probed, this.#lsnReader.latestOf(primary))
       },
       fresh: () => {
         const primary = this.#topology.primary

@@ -69,9 +69,12 @@ export class LsnReader {
     return this.#rounds
   }
 
-  /** The latest position read from the current primary (`null` before the first, and after a change of primary). */
-  get latest(): WriteToken | null {
-    return this.#latest
+  /**
+   * The latest position read from `primary`, without a round trip; `null` before the first read
+   * of it (positions of an earlier primary never count: it may have been on another timeline).
+   */
+  latestOf(primary: ClusterNode): WriteToken | null {
+    return this.#node === primary ? this.#latest : null
   }
 
   /** A token at or past every write on `primary` acknowledged before this call. */
