@@ -88,7 +88,7 @@ function nsPerOp(n: number, fn: (i: number) => unknown): number {
 
 export async function runTokens(ctx: BenchContext, cluster: TestCluster): Promise<TokensResult> {
   const reads = ctx.quick ? 300 : 2_000
-  const ops = ctx.quick ? 20_000 : 200_000
+  const ops = ctx.quick ? 20_000 : 50_000
   const raw = {
     writeLsn: { us: [] as number[], clientCpuUs: [] as number[], serverCpuUs: [] as number[] },
     insertLsn: { us: [] as number[], clientCpuUs: [] as number[], serverCpuUs: [] as number[] },
