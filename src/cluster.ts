@@ -247,6 +247,20 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     return this.#parts.lastWriteToken()
   }
 
+  /**
+   * Checks a token from outside (a client, another instance): its syntax, its signature when
+   * `tokens.secrets` is set, and that the primary has reached it. Resolves with its canonical
+   * text; rejects with `InvalidTokenError` (`TokenAheadError` when past the primary).
+   *
+   * ```ts
+   * const token = await db.verifyToken(req.headers['x-pgsplit-lsn'])
+   * ```
+   */
+  async verifyToken(token: string): Promise<string> {
+    const tokens = this.#ctx.tokens
+    return tokens.format(await tokens.admit(token))
+  }
+
   /** The cluster as pgsplit sees it now. Plain data, no passwords. */
   topology(): TopologySnapshot {
     return this.#parts.snapshot()

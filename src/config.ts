@@ -26,6 +26,14 @@ export interface PassthroughOptions {
   extra?: Record<string, unknown>
 }
 
+/** HMAC-SHA256 signing of the tokens `lastWriteToken()` hands out. */
+export interface TokensConfig {
+  /** At least one secret of 16+ characters. The first signs, every one verifies (rotation). */
+  secrets: string[]
+  /** Refuse tokens without a signature. Default false. */
+  requireSigned?: boolean
+}
+
 /** `pg.Pool` options shared by every node (a node's own object overrides them). */
 export type PoolOptions = Omit<PoolConfig, 'connectionString' | 'host' | 'port' | 'database'> &
   PassthroughOptions
@@ -129,7 +137,7 @@ export interface ClusterConfig {
   /** Bound of the per-SQL-text classification cache; 0 turns the cache off. Default 5000. */
   classifierCacheSize?: number
   /** Signed read-your-writes tokens: HMAC secrets (the first signs, all verify), each >= 16 characters. */
-  tokens?: { secrets: string[]; requireSigned?: boolean }
+  tokens?: TokensConfig
   /** Patroni REST endpoints to learn the cluster's roles from. */
   patroni?: { urls: string[]; username?: string; password?: string; intervalMs?: number; timeoutMs?: number }
 }

@@ -23,17 +23,20 @@ export type {
   ReadStrategy,
   ReadStrategyFunction,
   ReadStrategyName,
+  TokensConfig,
 } from './config.js'
 export {
   ClusterEndedError,
   ConfigError,
   InvalidTokenError,
+  type InvalidTokenReason,
   NoPrimaryError,
   NoReplicaAvailableError,
   PgsplitError,
   PoolExhaustedError,
   PrimaryReadOnlyError,
   TimeoutError,
+  TokenAheadError,
   TransactionStatementError,
   WriteOutcomeUnknownError,
 } from './errors.js'

@@ -4,7 +4,6 @@ import {
   type CausalSession,
   laterToken,
   modeName,
-  parseToken,
   type Scope,
   type WriteToken,
 } from '../router/consistency.js'
@@ -63,7 +62,7 @@ export async function readRequirement(
   scope: Scope | undefined,
   after: string | undefined,
 ): Promise<ReadRequirement> {
-  let token: WriteToken | null = after === undefined ? null : parseToken(after)
+  let token: WriteToken | null = after === undefined ? null : await ctx.tokens.admit(after)
   const kind = modeName(mode)
   if (kind !== 'eventual') {
     const session = sessionOf(ctx, scope)

@@ -11,7 +11,7 @@ import {
   type PoolOptions,
   validateConsistency,
 } from '../config.js'
-import { ClusterEndedError, PgsplitError, TimeoutError } from '../errors.js'
+import { ClusterEndedError, NoPrimaryError, PgsplitError, TimeoutError } from '../errors.js'
 import { Discovery } from '../health/discovery.js'
 import { LsnReader } from '../health/lsn-reader.js'
 import { HealthMonitor } from '../health/monitor.js'
@@ -20,9 +20,11 @@ import { ClusterNode, type NodeHooks, type NodeSnapshot } from '../pools/node.js
 import { isConnectionLevel } from '../pools/outcome.js'
 import { Topology } from '../pools/topology.js'
 import { StatementClassifier } from '../router/classify.js'
-import { CausalSession, currentScope, formatToken, parseToken, runInScope } from '../router/consistency.js'
+import { CausalSession, currentScope, laterToken, runInScope } from '../router/consistency.js'
 import { ReadRouter } from '../router/route.js'
 import { createStrategy } from '../router/strategies.js'
+import { TokenCodec } from '../router/token-codec.js'
+import { TokenGuard } from '../router/token-guard.js'
 import type { ExecContext, ExecState } from './context.js'
 
 /**
@@ -92,6 +94,25 @@ export class ClusterCore {
       cfg.failover.pollIntervalMs,
     )
     this.#lsnReader = new LsnReader(cfg.healthCheck.timeoutMs)
+    const tokens = new TokenGuard(new TokenCodec(cfg.tokens), {
+      // The primary's position known without I/O: a token within it is accepted at once.
+      known: () => {
+        const primary = this.#topology.primary
+        if (primary === null) return null
+        const probed =
+          primary.lsn !== null && primary.timeline !== null
+            ? { timeline: primary.timeline, lsn: primary.lsn }
+            : null
+        return laterToken(probed, this.#lsnReader.latestOf(primary))
+      },
+      fresh: () => {
+        const primary = this.#topology.primary
+        if (primary === null) {
+          return Promise.reject(new NoPrimaryError('no primary known to check a write token against', 0))
+        }
+        return this.#lsnReader.read(primary)
+      },
+    })
     this.#state = { ended: false, initialized: false, initial: this.#start() }
     this.context = {
       config: cfg,
@@ -104,6 +125,7 @@ export class ClusterCore {
       monitor: this.#monitor,
       discovery: this.#discovery,
       lsnReader: this.#lsnReader,
+      tokens,
       global: new CausalSession(),
       schema: new CausalSession({ eager: true }),
       state: this.#state,
@@ -192,7 +214,10 @@ export class ClusterCore {
   /** `db.session()`: a causal (or the configured sticky) scope, with an optional outside token. */
   session<T>(fn: () => T, options: SessionOptions): T {
     const session = new CausalSession({ eager: true })
-    if (typeof options.token === 'string' && options.token !== '') session.observe(parseToken(options.token))
+    const tokens = this.context.tokens
+    if (typeof options.token === 'string' && options.token !== '') {
+      session.admit(tokens.check(tokens.parse(options.token)))
+    }
     const configured = this.#config.consistency
     const consistency =
       options.consistency !== undefined
@@ -206,7 +231,7 @@ export class ClusterCore {
   /** The token of the scope's (or the process's) latest write, `undefined` before any. */
   async lastWriteToken(): Promise<string | undefined> {
     const token = await (currentScope()?.session ?? this.context.global).token()
-    return token === null ? undefined : formatToken(token)
+    return token === null ? undefined : this.context.tokens.format(token)
   }
 
   snapshot(): TopologySnapshot {

@@ -7,6 +7,7 @@ import type { Topology } from '../pools/topology.js'
 import type { StatementClassifier } from '../router/classify.js'
 import type { CausalSession } from '../router/consistency.js'
 import type { ReadRouter } from '../router/route.js'
+import type { TokenGuard } from '../router/token-guard.js'
 
 /** The lifecycle flags every path checks. */
 export interface ExecState {
@@ -27,6 +28,8 @@ export interface ExecContext {
   readonly monitor: HealthMonitor
   readonly discovery: Discovery
   readonly lsnReader: LsnReader
+  /** Parses, verifies, signs and bounds tokens: every token from outside enters through it. */
+  readonly tokens: TokenGuard
   /** Every write of this process (per-call `consistency: 'causal'` reads see them all). */
   readonly global: CausalSession
   /** Schema changes of this process: every later read, whatever its mode, waits for them. */
