@@ -187,7 +187,7 @@ describe('the tokens option', () => {
   const base = { primary: 'postgres://u:pw@127.0.0.1:5432/db' }
 
   it('normalizes { secrets, requireSigned }', () => {
-    expect(normalizeConfig(base).tokens).toBeNull()
+    expect(normalizeConfig(base).tokens).toBeUndefined()
     expect(normalizeConfig({ ...base, tokens: { secrets: [SECRET_A] } }).tokens).toEqual({
       secrets: [SECRET_A],
       requireSigned: false,
