@@ -267,3 +267,42 @@ export async function setSynchronousStandbyNames(
     return (row?.n ?? 0) >= wait.count ? true : undefined
   })
 }
+
+/** The files `pg_backup_stop` returns, for the copy's `backup_label` and `tablespace_map`. */
+export interface BackupFiles {
+  readonly labelfile: string
+  /** Empty when the source has no tablespaces. */
+  readonly spcmapfile: string
+}
+
+/**
+ * A base backup of `node` through the low-level API, for when there is no `pg_basebackup`:
+ * `pg_backup_start(label, true)` (an immediate checkpoint), `copy()` of the data directory while
+ * the backup runs, `pg_backup_stop(false)` (no wait for archiving, which is off). Before
+ * PostgreSQL 15 the functions are `pg_start_backup` / `pg_stop_backup` (non-exclusive). The
+ * backup is tied to this one session: it must stay open until the stop, and a session that ends
+ * early aborts it.
+ */
+export async function lowLevelBaseBackup(
+  node: NodeTarget,
+  label: string,
+  deadline: number,
+  copy: () => Promise<void>,
+): Promise<BackupFiles> {
+  return withClient(node.admin, remaining(deadline), async (c) => {
+    const { rows } = await c.query<{ v: number }>(`SELECT current_setting('server_version_num')::int AS v`)
+    const modern = (rows[0]?.v ?? 0) >= 150_000
+    await c.query(modern ? 'SELECT pg_backup_start($1, true)' : 'SELECT pg_start_backup($1, true, false)', [
+      label,
+    ])
+    await copy()
+    const stop = await c.query<BackupFiles>(
+      modern
+        ? 'SELECT labelfile, spcmapfile FROM pg_backup_stop(false)'
+        : 'SELECT labelfile, spcmapfile FROM pg_stop_backup(false, false)',
+    )
+    const files = stop.rows[0]
+    if (!files?.labelfile) throw new Error(`${node.name}: the backup's stop returned no backup_label`)
+    return { labelfile: files.labelfile, spcmapfile: files.spcmapfile ?? '' }
+  })
+}
