@@ -70,7 +70,7 @@ export interface TestCluster {
   promote(i: number): Promise<void>
   /** Standby i follows node j (new timeline included); returns when it streams from j. */
   repoint(i: number, j: number): Promise<void>
-  /** Old primary i becomes a standby of j (pg_rewind); returns when it streams. */
+  /** Old primary i becomes a standby of j (pg_rewind, or a fresh copy of j without it); returns when it streams. */
   rejoin(i: number, j: number): Promise<void>
   pauseReplay(i: number): Promise<void>
   resumeReplay(i: number): Promise<void>
