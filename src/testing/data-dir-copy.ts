@@ -5,7 +5,7 @@
  * replay from the backup's start point, streamed from the source, makes the copy consistent.
  */
 import type { Dirent } from 'node:fs'
-import { chown, copyFile, mkdir, readdir, stat } from 'node:fs/promises'
+import { chown, constants, copyFile, mkdir, readdir, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { TestClusterError } from './errors.js'
 import type { OsUser } from './process-utils.js'
@@ -87,8 +87,9 @@ async function copyDir(
         )
       }
       try {
-        // copyFile keeps the permission bits; the owner is set below.
-        await copyFile(src, dst)
+        // copyFile keeps the permission bits (the owner is set below); a copy-on-write clone where
+        // the file system has them (APFS, btrfs, XFS), else a plain copy.
+        await copyFile(src, dst, constants.COPYFILE_FICLONE)
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code === 'ENOENT') return
         throw err
