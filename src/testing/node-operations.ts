@@ -211,27 +211,29 @@ export async function setUpstream(
 /**
  * Pauses or resumes WAL replay on standby `node` and returns once `pg_is_wal_replay_paused()`
  * agrees. From PG 14 on it is true also while the pause is only requested: replay then stops
- * before the next record, which is what callers rely on.
+ * before the next record, which is what callers rely on. One connection for the call and the
+ * checks: tests toggle replay many times a second, and each new connection costs an
+ * authentication on a busy machine.
  */
 export async function setReplayPaused(node: NodeTarget, paused: boolean, deadline: number): Promise<void> {
-  await queryRows(
-    node.admin,
-    remaining(deadline),
-    paused ? 'SELECT pg_wal_replay_pause()' : 'SELECT pg_wal_replay_resume()',
-  )
-  await waitFor(
-    paused ? 'pause of WAL replay' : 'resume of WAL replay',
-    waitOptions(node, deadline),
-    async (note) => {
-      const [row] = await queryRows<{ paused: boolean }>(
-        node.admin,
-        remaining(deadline),
-        'SELECT pg_is_wal_replay_paused() AS paused',
-      )
-      note(`pg_is_wal_replay_paused() = ${row?.paused}`)
-      return row?.paused === paused ? true : undefined
-    },
-  )
+  await withClient(node.admin, remaining(deadline), async (c) => {
+    await c.query(paused ? 'SELECT pg_wal_replay_pause()' : 'SELECT pg_wal_replay_resume()')
+    await waitFor(
+      paused ? 'pause of WAL replay' : 'resume of WAL replay',
+      waitOptions(node, deadline),
+      async (note) => {
+        let row: { paused: boolean } | undefined
+        try {
+          row = (await c.query<{ paused: boolean }>('SELECT pg_is_wal_replay_paused() AS paused')).rows[0]
+        } catch (err) {
+          // This connection is gone (the server stopped): polling it again cannot help.
+          throw new StopWaiting(err instanceof Error ? err.message : String(err))
+        }
+        note(`pg_is_wal_replay_paused() = ${row?.paused}`)
+        return row?.paused === paused ? true : undefined
+      },
+    )
+  })
 }
 
 /** A wait for enough synchronous standbys after setting synchronous_standby_names. */
