@@ -21,7 +21,7 @@ export interface StartClusterOptions {
   settings?: Record<string, string | number | boolean>
   /** Bound for each operation (start, promote, wait for streaming, ...). Default 60 s. */
   timeoutMs?: number
-  /** Docker image for the docker backend. Default `'postgres:16-alpine'`. */
+  /** Docker image for the docker backend. Default `$PGSPLIT_DOCKER_IMAGE`, else `'postgres:16-alpine'`. */
   image?: string
   /** Logs each step to this function (default: silent). */
   log?: (line: string) => void
