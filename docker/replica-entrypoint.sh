@@ -69,41 +69,35 @@ silent_ports() {
   echo "ARRAY[$list]::int[]"
 }
 
-# One transaction under the claims' advisory lock (two replicas starting at once never get the
-# same port): picks the lowest port that $1 (a condition on `port`) allows, drops its slot when
-# $2 = drop, creates the slot replica_<port>. Prints the port, or 0. Nothing is attempted that
-# could fail: no error lands in the primary's log.
-claim_where() {
+# Claims a port, in one transaction under an advisory lock (two replicas starting at once never
+# get the same one), and prints it (0: none left). A port is free when no server listens on it
+# here and its slot replica_<port> on the primary is absent, or inactive and not claimed in the
+# last CLAIM_LEASE_S seconds (the slot of a replica that was scaled down; a replica being set up
+# has its slot active while it clones, and streams well within the lease after). Ports that never
+# had a slot go first. The claim is a row of pgsplit_replica_claims in the primary's `postgres`
+# database (primary-init.sh makes it). Nothing is attempted that could fail: no error lands in
+# the primary's log.
+CLAIM_LEASE_S="${CLAIM_LEASE_S:-20}"
+claim_port() {
   out="$(primary_sql -1 -f - <<SQL
+SET LOCAL synchronous_commit = local;
 SELECT pg_advisory_xact_lock(hashtext('pgsplit replica ports'));
-SELECT coalesce((SELECT port FROM unnest($(silent_ports)) AS port WHERE $1 ORDER BY port LIMIT 1), 0) AS port \gset
-SELECT pg_drop_replication_slot('replica_' || :port) WHERE :port > 0 AND '$2' = 'drop';
+SELECT coalesce((
+  SELECT port FROM unnest($(silent_ports)) AS port
+  LEFT JOIN pg_replication_slots s ON s.slot_name = 'replica_' || port
+  LEFT JOIN pgsplit_replica_claims c USING (port)
+  WHERE s.slot_name IS NULL
+     OR (NOT s.active AND (c.claimed_at IS NULL OR c.claimed_at < now() - interval '$CLAIM_LEASE_S seconds'))
+  ORDER BY s.slot_name IS NOT NULL, port
+  LIMIT 1), 0) AS port \gset
+SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = 'replica_' || :port;
 SELECT slot_name FROM pg_create_physical_replication_slot('replica_' || :port, true) WHERE :port > 0;
+INSERT INTO pgsplit_replica_claims (port) SELECT :port WHERE :port > 0
+  ON CONFLICT (port) DO UPDATE SET claimed_at = now();
 SELECT :port;
 SQL
-)"
+)" || return 1
   printf '%s\n' "$out" | sed -n '$p'
-}
-
-# Claims a port: the lowest one with no slot replica_<port> on the primary. When every port has
-# one, takes over the slot of a replica that is gone (scaled down): inactive and its port
-# silent, both seen twice 10 s apart (a replica being cloned has its slot active, and a starting
-# one listens well within that time). Prints the port, or 0.
-claim_port() {
-  p="$(claim_where "NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = 'replica_' || port)" keep)"
-  if [ "$p" != 0 ]; then
-    echo "$p"
-    return
-  fi
-  gone="NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = 'replica_' || port AND active)"
-  before="$(primary_sql -c "SELECT string_agg(port::text, ',') FROM unnest($(silent_ports)) AS port WHERE $gone")"
-  if [ -z "$before" ]; then
-    echo 0
-    return
-  fi
-  say "every port has a slot; waiting 10 s to tell the slots of removed replicas from starting ones" >&2
-  sleep 10
-  claim_where "port = ANY (ARRAY[$before]::int[]) AND $gone" drop
 }
 
 port="$(cat "$PORT_FILE" 2>/dev/null || true)"
@@ -122,16 +116,20 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
     sleep 1
   done
 
-  # What an interrupted earlier attempt left behind here (its slot is ours to reuse: same port).
+  # What an interrupted earlier attempt left behind here; its slot is reclaimed after the lease.
   find "$PGDATA" -mindepth 1 -delete
-  if [ -n "$port" ] && ! listening "$port" &&
-    [ "$(primary_sql -c "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'replica_$port' AND NOT active")" = 1 ]; then
-    say "reusing port $port and its slot"
-  else
-    port="$(claim_port)"
-    [ "$port" != 0 ] || fail "every port of REPLICA_PORTS=$REPLICA_PORTS is taken by a replica: widen the range (and the published one)"
-    echo "$port" >"$PORT_FILE"
-  fi
+  # All taken: a removed replica's slot becomes free once its lease is over.
+  tries=0
+  while :; do
+    port="$(claim_port || true)"
+    case "$port" in '' | *[!0-9]*) port=0 ;; esac
+    [ "$port" = 0 ] || break
+    tries=$((tries + 1))
+    [ "$tries" -le 30 ] || fail "every port of REPLICA_PORTS=$REPLICA_PORTS is taken by a replica: widen the range (and the published one)"
+    [ "$tries" -gt 1 ] || say "every port of REPLICA_PORTS=$REPLICA_PORTS is taken; waiting for a removed replica's lease to end"
+    sleep 2
+  done
+  echo "$port" >"$PORT_FILE"
   slot="replica_$port"
 
   say "cloning $PRIMARY_HOST:$PRIMARY_PORT into slot $slot (port $port)"

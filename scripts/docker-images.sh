@@ -57,7 +57,7 @@ if ! have "$base" && ! pull "$base"; then
   [ -n "$mirror" ] || mirror="$(sed -n 's/^deb  *\(\[[^]]*\] *\)\?\([^ ]*\) .*/\2/p' /etc/apt/sources.list 2>/dev/null | grep -v security | head -n 1 || true)"
   [ -n "$mirror" ] || mirror="http://deb.debian.org/debian"
   root="$(mktemp -d "${TMPDIR:-/tmp}/pgsplit-debootstrap.XXXXXX")"
-  trap 'rm -rf "$root"' EXIT
+  trap 'rm -rf "$root" "$root.log"' EXIT
   t1=$SECONDS
   log "debootstrap --variant=minbase bookworm from $mirror"
   if ! debootstrap --variant=minbase bookworm "$root" "$mirror" >"$root.log" 2>&1; then
@@ -80,4 +80,8 @@ if ! docker build -t "$image" --label "org.pgsplit.build-hash=$hash" "$build_dir
   exit 1
 fi
 log "built $image in $((SECONDS - t2)) s"
+# Builds of earlier versions of test/docker/postgres are of no more use.
+for old in $(docker images --format '{{.Repository}}:{{.Tag}}' pgsplit-test/postgres); do
+  [ "$old" = "$image" ] || docker rmi "$old" >/dev/null 2>&1 || true
+done
 echo "$image"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Stops the Docker engine scripts/docker-setup.sh started (by its PID, from ENV_FILE), after
-# removing what the tests may have left behind: containers, networks and volumes labelled by
-# pgsplit's docker backend or by a Compose project of the tests (pgsplit-test-*). Images stay,
-# so the next run reuses them. An engine this machine already had is left running.
+# removing what the tests may have left behind on it: containers, networks and volumes of
+# pgsplit's docker backend (testcontainers labels) or of a Compose project of the tests
+# (pgsplit-test-*). Images stay, so the next run reuses them. An engine this machine already
+# had is left alone, and so is everything on it (the tests remove their own).
 #
 #   bash scripts/docker-stop.sh ENV_FILE
 set -uo pipefail
@@ -12,6 +13,7 @@ env_file="${1:?usage: docker-stop.sh ENV_FILE}"
 log() { echo "docker-stop: $*" >&2; }
 pid="$(sed -n 's/^PGSPLIT_DOCKERD_PID=//p' "$env_file" | tail -n 1)"
 
+[ -n "$pid" ] || exit 0
 if timeout 5 docker version >/dev/null 2>&1; then
   leftovers() {
     {
@@ -36,7 +38,6 @@ if timeout 5 docker version >/dev/null 2>&1; then
   done
 fi
 
-[ -n "$pid" ] || exit 0
 if kill -0 "$pid" 2>/dev/null; then
   kill -TERM "$pid"
   # dockerd stops its containers (none should be left) and containerd; bounded.

@@ -44,7 +44,10 @@ type Compose = { cmd: string; pre: string[]; version: string }
 const found = skip ? undefined : await findCompose()
 const compose = typeof found === 'object' ? found : undefined
 
-/** `n` consecutive ports free on 127.0.0.1 (checked by binding each), from a random base. */
+/**
+ * `n` consecutive ports free on 127.0.0.1 (checked by binding each), from a random base below
+ * the kernel's ephemeral range (32768-60999), where the other tests' port-0 servers land.
+ */
 async function freePorts(n: number): Promise<number[]> {
   const free = (port: number) =>
     new Promise<boolean>((resolve) => {
@@ -53,7 +56,7 @@ async function freePorts(n: number): Promise<number[]> {
       srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)))
     })
   for (let attempt = 0; attempt < 50; attempt++) {
-    const base = 20_000 + Math.floor(Math.random() * 30_000)
+    const base = 20_000 + Math.floor(Math.random() * 12_000)
     const ports = Array.from({ length: n }, (_, i) => base + i)
     let ok = true
     for (const p of ports) {
