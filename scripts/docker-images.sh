@@ -36,15 +36,15 @@ if pull "$official"; then
   echo "$official"
   exit 0
 fi
-log "$official cannot be pulled here ($((SECONDS - t0)) s): building one from test/docker/postgres"
-
 build_dir="test/docker/postgres"
 hash="$(cat "$build_dir"/* | sha256sum | cut -c 1-12)"
 image="pgsplit-test/postgres:15-$hash"
 if have "$image"; then
+  log "$official cannot be pulled here: using $image, built earlier from $build_dir"
   echo "$image"
   exit 0
 fi
+log "$official cannot be pulled here ($((SECONDS - t0)) s): building $image from $build_dir"
 
 base="debian:bookworm-slim"
 if ! have "$base" && ! pull "$base"; then

@@ -149,8 +149,19 @@ async function volumeNames(): Promise<Set<string>> {
   return new Set((await runOk('docker', ['volume', 'ls', '-q'])).split('\n').filter(Boolean))
 }
 
+/**
+ * No ERROR in the primary's log: the replicas' start-up (port claims, slots, clones) attempts
+ * nothing that fails, e.g. no "replication slot ... does not exist".
+ */
+async function primaryLogHasNoError(p: Project): Promise<void> {
+  const log = await dc(p, ['logs', '--no-color', 'primary'], 60_000)
+  expect(log).toMatch(/database system is ready to accept connections/)
+  expect(log.split('\n').filter((l) => /\b(ERROR|PANIC):/.test(l))).toEqual([])
+}
+
 /** `down -v`, then: no container, volume or network of the project, and no volume that was not there before. */
 async function downLeavesNothing(p: Project, volumesBefore: Set<string>): Promise<void> {
+  await primaryLogHasNoError(p)
   await dc(p, ['down', '-v', '--timeout', '10'], 180_000)
   const label = `label=com.docker.compose.project=${p.name}`
   expect(await runOk('docker', ['ps', '-aq', '--filter', label])).toBe('')
