@@ -321,7 +321,12 @@ export async function startDockerCluster(opts: StartClusterOptions = {}): Promis
   // Asked first: otherwise testcontainers fails later with a raw HTTP 500 from the engine.
   const reason = await dockerUnavailableReason(undefined, options.image)
   if (reason) {
-    throw new TestClusterError(`pgsplit/testing: the docker backend cannot run here: ${reason}`)
+    const hint = reason.includes("backend: 'local'")
+      ? ''
+      : ". Start a Docker engine (or point DOCKER_HOST at one), or use backend: 'local'"
+    throw new TestClusterError(
+      `pgsplit/testing: the docker backend cannot run ${options.image} here: ${reason}${hint}`,
+    )
   }
   try {
     return await initialized(new DockerCluster(tc, options))
