@@ -10,7 +10,9 @@
 #    docker tests then skip and say why.
 # 2. The image: scripts/docker-images.sh (the official one when it can be had, else one built
 #    from test/docker once per machine).
-# ENV_FILE receives PGSPLIT_DOCKER_IMAGE, TESTCONTAINERS_RYUK_DISABLED (no registry, no Ryuk)
+# ENV_FILE receives PGSPLIT_TEST_DOCKER_IMAGE (the docker test files use it; not
+# PGSPLIT_DOCKER_IMAGE, so that `backend: 'auto'` in the other tests still chooses as it would on
+# this machine), TESTCONTAINERS_RYUK_DISABLED (no registry, no Ryuk)
 # and, when this script started the engine, PGSPLIT_DOCKERD_PID. Exit status: 0 when the engine
 # answers and the image exists, 0 with nothing written when Docker is not wanted here, 1 on
 # failure.
@@ -72,7 +74,7 @@ fi
 
 image="$(bash scripts/docker-images.sh)"
 {
-  echo "PGSPLIT_DOCKER_IMAGE=$image"
+  echo "PGSPLIT_TEST_DOCKER_IMAGE=$image"
   # testcontainers pulls its Ryuk image first unless told not to; the backend removes its own
   # containers in destroy(), and the tests check that nothing is left.
   if ! docker image inspect "${RYUK_CONTAINER_IMAGE:-testcontainers/ryuk:0.14.0}" >/dev/null 2>&1; then

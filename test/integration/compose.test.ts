@@ -34,7 +34,7 @@ async function unavailable(): Promise<string | undefined> {
   if ((await run('docker', ['image', 'inspect', image], { timeoutMs: 15_000 })).code !== 0) {
     const pulled = await run('docker', ['pull', '-q', image], { timeoutMs: 300_000 })
     if (pulled.code !== 0)
-      return `image ${image} is not on the engine and cannot be pulled (set PGSPLIT_DOCKER_IMAGE)`
+      return `image ${image} is not on the engine and cannot be pulled (set PGSPLIT_TEST_DOCKER_IMAGE or PGSPLIT_DOCKER_IMAGE)`
   }
   return undefined
 }

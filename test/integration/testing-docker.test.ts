@@ -1,16 +1,16 @@
 import { describe, expect, it } from 'vitest'
-import { dockerImage, dockerUnavailableReason } from '../../src/testing/docker-backend.js'
+import { dockerUnavailableReason } from '../../src/testing/docker-backend.js'
 import { TestClusterError } from '../../src/testing/errors.js'
 import { startCluster } from '../../src/testing/index.js'
 import { describeClusterScenario } from '../support/cluster-scenario.js'
-import { skipUnlessCi } from '../support/docker.js'
+import { skipUnlessCi, testImage } from '../support/docker.js'
 
 // The docker backend against a real engine: the same scenario as the local backend's test, on
-// the image PGSPLIT_DOCKER_IMAGE names (scripts/docker-setup.sh sets it; default
-// postgres:16-alpine). Where no engine answers (or the image cannot be had) the block is
+// the image of PGSPLIT_TEST_DOCKER_IMAGE (scripts/docker-setup.sh sets it), else of
+// PGSPLIT_DOCKER_IMAGE, else postgres:16-alpine, passed as the `image` option. Where no engine answers (or the image cannot be had) the block is
 // skipped and says why; on CI (CI=true) the file fails instead.
 
-const image = dockerImage()
+const image = testImage()
 const unavailable = skipUnlessCi('testing-docker.test.ts', await dockerUnavailableReason(undefined, image))
 
 describeClusterScenario({

@@ -3,9 +3,14 @@
  * and bounded runs of the docker / compose command-line tools.
  */
 import { execFile } from 'node:child_process'
+import { dockerImage } from '../../src/testing/docker-backend.js'
 
-/** The image the docker tests use: `PGSPLIT_DOCKER_IMAGE` (set by scripts/docker-setup.sh), else the official one. */
-export const testImage = (): string => process.env.PGSPLIT_DOCKER_IMAGE?.trim() || 'postgres:16-alpine'
+/**
+ * The image the docker tests use: `PGSPLIT_TEST_DOCKER_IMAGE` (what scripts/docker-setup.sh
+ * found or built), else the docker backend's own choice (`PGSPLIT_DOCKER_IMAGE`, else
+ * postgres:16-alpine).
+ */
+export const testImage = (): string => process.env.PGSPLIT_TEST_DOCKER_IMAGE?.trim() || dockerImage()
 
 /**
  * The `skip` of a docker test block: `reason` elsewhere (printed), but on CI (`CI=true`) a
