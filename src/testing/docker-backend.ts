@@ -355,6 +355,8 @@ class DockerCluster extends ClusterHandle<DockerNode, ResolvedOptions> implement
   /** ...and removes every container started, set up as a node or not. */
   private readonly containers = new Set<StartedTestContainer>()
   private readonly clusterId = Math.random().toString(36).slice(2, 10)
+  /** Whether the nodes' ports are published on 127.0.0.1 (the engine runs on this machine). */
+  private loopback: boolean | undefined
 
   constructor(
     private readonly tc: Testcontainers,
@@ -409,7 +411,9 @@ class DockerCluster extends ClusterHandle<DockerNode, ResolvedOptions> implement
     kind: DockerNode['kind'],
     upstream: number | undefined,
   ): DockerNode {
-    const rawHost = container.getHost()
+    // Published on 127.0.0.1 (see createContainer): reach it there, whatever testcontainers
+    // takes the host to be.
+    const rawHost = this.loopback ? '127.0.0.1' : container.getHost()
     const s: DockerNode = {
       index: this.states.length,
       name,
@@ -431,7 +435,8 @@ class DockerCluster extends ClusterHandle<DockerNode, ResolvedOptions> implement
     const network = this.network
     if (!network || this.destroyPromise)
       throw new TestClusterError('pgsplit/testing: the cluster was destroyed')
-    const local = await publishesOnLoopback(tc)
+    this.loopback ??= await publishesOnLoopback(tc)
+    const local = this.loopback
     class PgNodeContainer extends tc.GenericContainer {
       constructor(image: string) {
         super(image)
@@ -813,7 +818,23 @@ async function publishesOnLoopback(tc: Testcontainers): Promise<boolean> {
   try {
     const { host, hostIps } = (await tc.getContainerRuntimeClient()).info.containerRuntime
     const loopbackHost = host === 'localhost' || host.startsWith('127.') || host === '::1'
-    return loopbackHost && hostIps.some((ip) => ip.family === 4 && ip.address.startsWith('127.'))
+    if (loopbackHost && hostIps.some((ip) => ip.family === 4 && ip.address.startsWith('127.'))) return true
+  } catch {
+    return false
+  }
+  // Inside a container testcontainers takes the bridge gateway (172.17.0.1) for the host, and
+  // ports published on 0.0.0.0 would reach the LAN. A daemon we can see in this process
+  // namespace, on its local socket, publishes on our loopback too.
+  return engineRunsHere()
+}
+
+/** Whether the engine is a `dockerd` of this machine (its PID file names a live dockerd) reached over its Unix socket. */
+function engineRunsHere(): boolean {
+  const dockerHost = process.env.DOCKER_HOST?.trim()
+  if (dockerHost && !dockerHost.startsWith('unix://')) return false
+  try {
+    const pid = Number(readFileSync('/var/run/docker.pid', 'utf8').trim())
+    return pid > 0 && readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'dockerd'
   } catch {
     return false
   }
