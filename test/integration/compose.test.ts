@@ -27,7 +27,7 @@ async function findCompose(): Promise<Compose | string> {
 }
 
 async function unavailable(): Promise<string | undefined> {
-  const engine = await dockerUnavailableReason()
+  const engine = await dockerUnavailableReason(undefined, image)
   if (engine) return engine
   const compose = await findCompose()
   if (typeof compose === 'string') return compose

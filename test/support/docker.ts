@@ -20,7 +20,7 @@ export function skipUnlessCi(file: string, reason: string | undefined): string |
   if (reason === undefined) return undefined
   if (process.env.CI === 'true') {
     throw new Error(
-      `${file}: CI=true and the docker tests cannot run: ${reason}. ` +
+      `${file}: CI=true and the docker tests cannot run: ${reason.replace(/\.$/, '')}. ` +
         'scripts/docker-setup.sh installs and starts an engine and builds the image; see its output.',
     )
   }
