@@ -28,7 +28,7 @@ export type { Backend, StartClusterOptions, TestCluster, TestNode, TestNodeRole 
  *
  * `backend`: `'local'` runs the system's PostgreSQL server binaries as plain processes on
  * 127.0.0.1; `'docker'` runs containers (testcontainers); `'auto'` (default) takes Docker when
- * an engine answers, else local.
+ * an engine answers and has (or can pull) the image, else local.
  *
  * ```ts
  * const pg = await startCluster({ replicas: 2, synchronous: 1, backend: 'local' })
@@ -47,10 +47,12 @@ export async function startCluster(opts: StartClusterOptions = {}): Promise<Test
     }
     case 'auto': {
       const docker = await loadDockerBackend()
-      if (docker && (await docker.dockerAvailable())) return docker.startDockerCluster(opts)
-      opts.log?.(
-        'pgsplit/testing: no usable Docker backend (no engine answered, or testcontainers did not load), using the local backend',
-      )
+      // Not only an engine: the image (and Ryuk) must be there or pullable, else local.
+      const reason = docker
+        ? await docker.dockerUnavailableReason(undefined, opts.image)
+        : 'the docker backend did not load'
+      if (reason === undefined) return docker!.startDockerCluster(opts)
+      opts.log?.(`pgsplit/testing: using the local backend: ${reason}`)
       return startLocalCluster(opts)
     }
     default:

@@ -34,7 +34,7 @@ export interface StartClusterOptions {
    * binaries). Default `$PGSPLIT_PG_LOW_LEVEL_BACKUP === '1'`.
    */
   lowLevelBackup?: boolean
-  /** Docker image for the docker backend. Default `'postgres:16-alpine'`. */
+  /** Docker image for the docker backend. Default `$PGSPLIT_DOCKER_IMAGE`, else `'postgres:16-alpine'`. */
   image?: string
   /** Logs each step to this function (default: silent). */
   log?: (line: string) => void
