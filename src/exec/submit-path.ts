@@ -132,8 +132,10 @@ function attach(ctx: ExecContext, lease: Lease, submittable: Submittable, route:
     failed = true
     if (route.transactionString) lease.lost = true
     if (outcome === 'read-only' && route.auto && !route.toPrimary) {
-      // The "read" did not run; it runs on the primary once this client is ready again.
+      // The "read" did not run; it runs on the primary (pg drops an errored query as the active
+      // one: no ReadyForQuery reaches it, so settle on the next turn).
       resubmit = true
+      setImmediate(() => finish())
       return
     }
     try {

@@ -1,6 +1,6 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { type Cluster, type ClusterConfig, createCluster, type NodeSnapshot } from '../../src/index.js'
-import { startCluster, type TestCluster } from '../../src/testing/index.js'
+import { type FaultProxy, startCluster, startFaultProxy, type TestCluster } from '../../src/testing/index.js'
 import { nodeName, recordEvents, until as waitUntil } from '../support/cluster.js'
 import { adminQuery as direct, sleep } from '../support/reliability.js'
 
@@ -71,9 +71,13 @@ async function createReader(pgc: TestCluster, tables: string[]): Promise<(url: s
   return (url) => url.replace('postgres:postgres@', 'reader:r3ader-pw@')
 }
 
+/** Pass-through TCP proxies: a second address for the same server (a port forward). */
+const proxies: FaultProxy[] = []
+
 afterEach(async () => {
   await Promise.all(dbs.map((db) => db.end()))
   dbs = []
+  await Promise.all(proxies.splice(0).map((p) => p.close()))
 })
 
 afterAll(async () => {
@@ -314,13 +318,16 @@ describe('cluster identity', () => {
     expect(Number(rows[0]!.port)).toBe(port(0))
   })
 
+  // `localhost` beside `127.0.0.1` is refused at createCluster (ConfigError): a port forward to the
+  // same server (a TCP proxy here) cannot be known from the address, only from the server itself.
   it('the same server under two addresses is a configuration mistake, not a split brain', async () => {
-    const localhost = admin(0).replace('@127.0.0.1:', '@localhost:')
-    const db = makeDb({ primary: localhost, replicas: [admin(1), admin(0), admin(2)] })
+    const forward = await startFaultProxy({ target: admin(0) })
+    proxies.push(forward)
+    const db = makeDb({ primary: forward.urlFor(admin(0)), replicas: [admin(1), admin(0), admin(2)] })
     const events = recordEvents(db, EVENTS)
     await db.ready()
-    const twin = db.topology().nodes.find((n) => n.host === '127.0.0.1' && n.port === port(0))!
-    const primary = db.topology().nodes.find((n) => n.host === 'localhost')!
+    const twin = db.topology().nodes.find((n) => n.port === port(0))!
+    const primary = db.topology().nodes.find((n) => n.port === forward.port)!
     expect(db.topology().primary).toBe(primary.name)
     expect(twin).toMatchObject({ duplicateOf: primary.name, noReads: 'duplicate' })
     expect(twin.role).not.toBe('primary')
@@ -340,11 +347,12 @@ describe('cluster identity', () => {
   })
 
   it('the same replica under two addresses: one takes the reads, the other is a duplicate', async () => {
-    const localhost = admin(1).replace('@127.0.0.1:', '@localhost:')
-    const db = makeDb({ primary: admin(0), replicas: [admin(1), localhost, admin(2)] })
+    const forward = await startFaultProxy({ target: admin(1) })
+    proxies.push(forward)
+    const db = makeDb({ primary: admin(0), replicas: [admin(1), forward.urlFor(admin(1)), admin(2)] })
     const events = recordEvents(db, EVENTS)
     await db.ready()
-    const dup = db.topology().nodes.find((n) => n.host === 'localhost')!
+    const dup = db.topology().nodes.find((n) => n.port === forward.port)!
     expect(dup).toMatchObject({ duplicateOf: nodeName(port(1)), noReads: 'duplicate' })
     expect(events.find((e) => e.name === 'duplicateNode')?.payload).toEqual({
       node: dup.name,
@@ -352,7 +360,7 @@ describe('cluster identity', () => {
     })
     expect(dup.queries).toBe(0)
     await readPorts(db, 20)
-    expect(db.topology().nodes.find((n) => n.host === 'localhost')!.queries).toBe(0)
+    expect(db.topology().nodes.find((n) => n.port === forward.port)!.queries).toBe(0)
   })
 })
 
