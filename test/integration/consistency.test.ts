@@ -82,7 +82,9 @@ describe('causal consistency', () => {
     expect(stale).toBe(0)
     expect(onReplica).toBeGreaterThan(2500)
     await db.end()
-  })
+    // A liveness bound only: 28 s alone, about 60 s on a loaded 2-core machine; a timeout would
+    // leave the loop and its replay toggler running into the next tests.
+  }, 180_000)
 
   it('the same loop in eventual mode with a paused replica sees stale reads (the test can fail)', async () => {
     const db = createCluster({
