@@ -166,6 +166,7 @@ const REPLAY_POSITION: Statement = {
   text: '/* pgsplit causal wait */ SELECT pg_last_wal_replay_lsn()::text AS lsn',
   values: undefined,
   config: null,
+  internal: true,
 }
 
 /**

@@ -133,6 +133,8 @@ export interface Statement {
    * when the abort reason is `'terminate'`. A statement aborted before it was sent is not sent.
    */
   readonly signal?: AbortSignal | undefined
+  /** pgsplit's own statement (a causal wait's position poll): not counted as a caller's query. */
+  readonly internal?: boolean
 }
 
 /**
@@ -157,7 +159,7 @@ export function runStatement(lease: Lease, statement: Statement, callback: State
     }
     signal.addEventListener('abort', onAbort, { once: true })
   }
-  node.queries++
+  if (statement.internal !== true) node.queries++
   const done = (err: Error | null | undefined, result: pg.QueryResult) => {
     if (onAbort !== undefined) signal?.removeEventListener('abort', onAbort)
     if (err === null || err === undefined) {
