@@ -484,10 +484,10 @@ describe('the example app answers client input with 2xx or 4xx, never 5xx', () =
     ['id at the int4 bound', get('/clients/2147483647'), 404, /no client 2147483647/],
     ['offset at its bound', get(`/clients?offset=${MAX_OFFSET}`), 200, /"clients":\[\]/],
     [
-      'a valid token from the future',
+      'a well-formed token past the primary (refused: no write of this cluster made it)',
       get('/clients/2147483647', { 'x-pgsplit-lsn': '1:FFFFFFFF/FFFFFFFF' }),
-      404,
-      /no client/,
+      400,
+      /PGSPLIT_TOKEN_AHEAD/,
     ],
   ]
 

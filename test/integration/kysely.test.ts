@@ -383,6 +383,10 @@ describe('transactions and connections stay on one primary session', () => {
   })
 
   it('db.connection() with only reads binds to no node: each read is routed', async () => {
+    // Schema changes of earlier tests hold reads to replicas that have replayed them (the barrier
+    // drops once the monitor has seen every replica past them): let it drop first.
+    await caughtUp()
+    await new Promise((r) => setTimeout(r, 1_500))
     const before = primaryQueries()
     const ports = await db.connection().execute(async (conn) => {
       const out: number[] = []
@@ -708,7 +712,8 @@ describe('dialect lifecycle', () => {
     expect(replicaPorts).toContain(await rawPort(a))
     expect(replicaPorts).toContain(await rawPort(b))
     await a.insertInto('item').values({ name: 'life' }).execute()
-    expect(created).toHaveBeenCalledTimes(2) // one connection object per instance, reused
+    // onCreateConnection runs once per new physical client of the cluster (kysely-abort.test.ts
+    // counts them); how many the shared cluster opens here depends on the tests before.
     expect(reserved).toHaveBeenCalledTimes(3)
     await a.destroy()
     await b.destroy()
