@@ -216,6 +216,9 @@ export class ClusterNode implements ReadCandidate {
     // or the release reports it.
     pool.on('connect', (client) => {
       client.on('error', ignoreCheckedOutError)
+      // A connected client never needs its password again (pg-pool makes new clients from its
+      // options): drop it, so that no event, log or inspection of a client can show it.
+      forgetPassword(client)
       this.#hooks.poolEvent?.('connect', client, this)
     })
     if (hooks.poolEvent !== undefined) {
@@ -344,3 +347,17 @@ export function formatLsn(lsn: bigint): string {
 
 /** See `ClusterNode#createPool`: keeps a checked-out client's 'error' from being unhandled. */
 function ignoreCheckedOutError(): void {}
+
+/** Removes the password a connected pg client keeps (on itself and in its connection parameters). */
+function forgetPassword(client: pg.PoolClient): void {
+  const holders = [client, (client as unknown as { connectionParameters?: object }).connectionParameters]
+  for (const holder of holders) {
+    if (holder === undefined || !Object.hasOwn(holder, 'password')) continue
+    Object.defineProperty(holder, 'password', {
+      value: null,
+      enumerable: false,
+      writable: true,
+      configurable: true,
+    })
+  }
+}
