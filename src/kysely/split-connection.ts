@@ -91,7 +91,7 @@ export class SplitConnection implements DatabaseConnection {
       if (this.#client === null && !route.pin) {
         const controller = new AbortController()
         this.#inflight = controller
-        const options: QueryOptions = isForcedToPrimary(compiledQuery.queryId)
+        const options: QueryOptions = isForcedToPrimary(compiledQuery.queryId, compiledQuery.query)
           ? { role: 'primary', signal: controller.signal }
           : { signal: controller.signal }
         try {
@@ -135,7 +135,7 @@ export class SplitConnection implements DatabaseConnection {
     if (this.#client === null && !route.pin) {
       // Through the cluster: it checks out a replica client (or the primary when forced or none
       // is healthy), submits the cursor, and releases the client when the cursor ends or closes.
-      const options: QueryOptions | undefined = isForcedToPrimary(compiledQuery.queryId)
+      const options: QueryOptions | undefined = isForcedToPrimary(compiledQuery.queryId, compiledQuery.query)
         ? { role: 'primary' }
         : undefined
       cursor = this.#cluster.query(created, options)
