@@ -8,6 +8,8 @@ import base from './vitest.config.js'
  * suite runs on the system's PostgreSQL (15) with vitest.config.ts.
  */
 export default defineConfig({
+  // The same package-name aliases as the base (the example app imports 'pgsplit').
+  resolve: base.resolve,
   test: {
     ...base.test,
     // Replaces the base's include (mergeConfig would append to it).
