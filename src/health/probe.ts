@@ -2,6 +2,7 @@ import pg from 'pg'
 import { redact } from '../pools/connection-string.js'
 import type { ClusterNode } from '../pools/node.js'
 import { parseLsn } from '../pools/node.js'
+import { isConnectionLevel } from '../pools/outcome.js'
 import { replicaTimeline } from './timeline.js'
 
 /** What one probe round trip tells about a node. */
@@ -272,33 +273,20 @@ export class NodeProber {
   }
 }
 
-/** An error that says the connection (not the SQL) failed. */
+/**
+ * An error that says the connection (not the SQL) failed, for the monitor and discovery: the
+ * outcome rule's connection failures, plus a recovery conflict's FATAL form (57P04) and the
+ * client-side timeouts of probes and queries (the node did not answer in time).
+ */
 export function isConnectionError(err: unknown): boolean {
-  if (typeof err !== 'object' || err === null) return false
-  const e = err as { code?: unknown; message?: unknown }
-  const code = typeof e.code === 'string' ? e.code : ''
-  if (code.startsWith('08')) return true // connection_exception class
-  if (['57P01', '57P02', '57P03', '57P04'].includes(code)) return true
-  if (
-    [
-      'ECONNREFUSED',
-      'ECONNRESET',
-      'EPIPE',
-      'ETIMEDOUT',
-      'EHOSTUNREACH',
-      'ENETUNREACH',
-      'ENOTFOUND',
-      'EAI_AGAIN',
-    ].includes(code)
-  ) {
-    return true
-  }
-  const message = typeof e.message === 'string' ? e.message : ''
+  if (isConnectionLevel(err)) return true
+  const code = (err as { code?: unknown } | null)?.code
+  if (code === '57P04') return true
+  const message = (err as { message?: unknown } | null)?.message
   return (
-    code === '' &&
-    /Connection terminated|not queryable|timed out|timeout exceeded|Query read timeout|connection timeout|ECONNREFUSED|ECONNRESET|socket hang up/i.test(
-      message,
-    )
+    (code === undefined || code === '') &&
+    typeof message === 'string' &&
+    /not queryable|timed out|timeout exceeded|Query read timeout/i.test(message)
   )
 }
 
