@@ -1,5 +1,8 @@
 import pg from 'pg'
+import { computeLag } from '../health/lag.js'
+import { judgeTimeline, replicaTimeline, type TimelineVerdict } from '../health/timeline.js'
 import { redact } from '../index.js'
+import { parseLsn } from '../pools/node.js'
 
 /** A node to ask: its connection URL and the name it is shown under. */
 export interface StatusTarget {
@@ -37,12 +40,26 @@ export interface NodeStatus {
   /** Why the node is down (password-free). */
   error: string | null
   role: 'primary' | 'replica' | null
+  /**
+   * A primary's timeline; a replica's as pgsplit's monitor reads it (src/health/timeline.ts):
+   * the streaming receiver's (exact) or the control file's lower bound.
+   */
   timeline: number | null
+  /** Replica: true when `timeline` is the streaming receiver's, false for the lower bound. */
+  timelineExact: boolean | null
+  /**
+   * Replica: its timeline against the primary's. `newer`, or `lagBytes` below 0, means WAL the
+   * primary does not have (a standby left on an abandoned timeline): pgsplit sends it no reads.
+   */
+  timelineVerdict: TimelineVerdict | null
   /** Primary: `pg_current_wal_lsn()`; replica: `pg_last_wal_replay_lsn()`. */
   lsn: string | null
   /** Replica: `pg_last_wal_receive_lsn()`. */
   receiveLsn: string | null
-  /** Primary's LSN minus this replica's replay LSN (0 when caught up; null without a primary). */
+  /**
+   * Primary's LSN minus this replica's replay LSN (0 when caught up; null without a primary).
+   * Negative, never clamped: the replica replayed WAL the primary does not have.
+   */
   lagBytes: number | null
   /** 0 when caught up; else the age of the last replayed transaction (see the README, 'The `pgsplit status` command'). */
   lagMs: number | null
@@ -84,6 +101,8 @@ interface ProbeRow {
   version: string
   wal_lsn: string | null
   timeline: number | null
+  received_tli: number | null
+  control_tli: number | null
   replay_lsn: string | null
   receive_lsn: string | null
   replay_ts: number | null
@@ -102,8 +121,11 @@ interface ProbeRow {
 const PROBE_SQL = `/* pgsplit status */ SELECT s.r AS in_recovery,
   current_setting('server_version') AS version,
   CASE WHEN s.r THEN NULL ELSE pg_current_wal_lsn()::text END AS wal_lsn,
-  CASE WHEN s.r THEN coalesce(w.received_tli, (SELECT timeline_id FROM pg_control_checkpoint()))
+  CASE WHEN s.r THEN NULL
        ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END AS timeline,
+  CASE WHEN s.r AND w.status = 'streaming' THEN w.received_tli END AS received_tli,
+  CASE WHEN s.r THEN greatest((SELECT timeline_id FROM pg_control_checkpoint()),
+       (SELECT min_recovery_end_timeline FROM pg_control_recovery())) END AS control_tli,
   CASE WHEN s.r THEN pg_last_wal_replay_lsn()::text END AS replay_lsn,
   CASE WHEN s.r THEN pg_last_wal_receive_lsn()::text END AS receive_lsn,
   CASE WHEN s.r THEN (extract(epoch FROM pg_last_xact_replay_timestamp()) * 1000)::float8 END AS replay_ts,
@@ -141,11 +163,8 @@ interface Probed {
   client: pg.Client | null
 }
 
-function parseLsn(text: string | null): bigint | null {
-  if (text === null) return null
-  const m = /^([0-9A-Fa-f]{1,8})\/([0-9A-Fa-f]{1,8})$/.exec(text)
-  if (m === null) return null
-  return (BigInt(`0x${m[1]}`) << 32n) + BigInt(`0x${m[2]}`)
+function numberOrNull(v: number | string | null): number | null {
+  return v === null ? null : Number(v)
 }
 
 /** Host and port of a URL for display; the URL itself is only ever shown redacted. */
@@ -339,6 +358,8 @@ export async function collectStatus(
       error: p.error,
       role: null,
       timeline: null,
+      timelineExact: null,
+      timelineVerdict: null,
       lsn: null,
       receiveLsn: null,
       lagBytes: null,
@@ -353,34 +374,39 @@ export async function collectStatus(
     const row = p.row
     if (row === null) return base
     base.serverVersion = row.version
-    base.timeline = row.timeline === null ? null : Number(row.timeline)
     if (!row.in_recovery) {
       base.role = 'primary'
+      base.timeline = row.timeline === null ? null : Number(row.timeline)
       base.lsn = row.wal_lsn
       return base
     }
     base.role = 'replica'
+    const tl = replicaTimeline(numberOrNull(row.received_tli), numberOrNull(row.control_tli))
+    base.timeline = tl.timeline
+    base.timelineExact = tl.timeline === null ? null : tl.exact
+    const primaryTl = primary?.row?.timeline ?? null
+    const highestSeen = Math.max(0, ...writable.map((w) => Number(w.row?.timeline ?? 0)))
+    base.timelineVerdict = judgeTimeline(tl, primaryTl === null ? null : Number(primaryTl), highestSeen)
     base.lsn = row.replay_lsn
     base.receiveLsn = row.receive_lsn
     base.replayPaused = row.paused
     base.receiverStatus = row.receiver_status
     base.upstream = row.sender_host === null ? null : `${row.sender_host}:${row.sender_port ?? '?'}`
     base.replication = matches.get(p) ?? null
-    const replay = parseLsn(row.replay_lsn)
-    if (primaryLsn !== null && replay !== null) {
-      const diff = primaryLsn - replay
-      base.lagBytes = diff > 0n ? Number(diff) : 0
-      if (base.lagBytes === 0) {
-        base.lagMs = 0
-        options.caughtUpAt?.set(p.target.name, localNow)
-      } else {
-        const bounds: number[] = []
-        if (row.replay_ts !== null) bounds.push(row.now_ms - row.replay_ts)
-        const caughtUp = options.caughtUpAt?.get(p.target.name)
-        if (caughtUp !== undefined) bounds.push(localNow - caughtUp)
-        base.lagMs = bounds.length === 0 ? null : Math.max(0, Math.round(Math.min(...bounds)))
-      }
-    }
+    // The monitor's rule (src/health/lag.ts): a negative difference stays negative.
+    const lag = computeLag(
+      {
+        replayLsn: parseLsn(row.replay_lsn),
+        replayTimestampMs: row.replay_ts,
+        replicaNowMs: row.now_ms,
+      },
+      primaryLsn,
+      options.caughtUpAt?.get(p.target.name) ?? null,
+      localNow,
+    )
+    base.lagBytes = lag.lagBytes
+    base.lagMs = lag.lagMs
+    if (lag.caughtUp) options.caughtUpAt?.set(p.target.name, localNow)
     return base
   })
 
@@ -395,6 +421,7 @@ export async function collectStatus(
 
 function formatBytes(n: number | null): string {
   if (n === null) return '-'
+  if (n < 0) return `ahead ${formatBytes(-n)}`
   if (n < 1024) return `${n} B`
   if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`
   return `${(n / 1024 / 1024).toFixed(1)} MiB`
@@ -436,7 +463,8 @@ export function formatStatus(report: StatusReport): string {
     n.name,
     n.health,
     n.role ?? '-',
-    cell(n.timeline),
+    // A replica's timeline from the control file is a lower bound (see NodeStatus.timeline).
+    n.timelineExact === false ? `>=${n.timeline}` : cell(n.timeline),
     cell(n.lsn),
     n.role === 'replica' ? formatBytes(n.lagBytes) : '-',
     // '?': behind, but no replayed transaction yet to date the lag from.
@@ -456,6 +484,11 @@ export function formatStatus(report: StatusReport): string {
   }
   for (const n of report.nodes) {
     if (n.error !== null) notes.push(`${n.name}: ${n.error}`)
+    if (n.timelineVerdict === 'newer' || (n.lagBytes !== null && n.lagBytes < 0)) {
+      notes.push(
+        `${n.name}: holds WAL the primary does not have (${n.lagBytes !== null && n.lagBytes < 0 ? `${-n.lagBytes} bytes ahead` : `timeline ${n.timeline} above the primary's`}): left on an abandoned timeline? pgsplit sends it no reads`,
+      )
+    }
     if (n.declared !== 'unknown' && n.role !== null && n.declared !== n.role) {
       notes.push(`${n.name}: given as ${n.declared}, answers as ${n.role}`)
     }

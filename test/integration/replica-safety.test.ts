@@ -1,4 +1,5 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { collectStatus, formatStatus } from '../../src/cli/status.js'
 import { type Cluster, type ClusterConfig, createCluster, type NodeSnapshot } from '../../src/index.js'
 import { type FaultProxy, startCluster, startFaultProxy, type TestCluster } from '../../src/testing/index.js'
 import { nodeName, recordEvents, until as waitUntil } from '../support/cluster.js'
@@ -140,6 +141,14 @@ async function abandonedTimeline(privileged: boolean): Promise<void> {
   )
   expect(diverged.lagBytes).toBeLessThan(0)
   expect(db.topology().timeline).toBe(2)
+  // `pgsplit status` applies the monitor's rules: ahead is shown as ahead, never as caught up.
+  const status = await collectStatus(
+    [1, 2].map((i) => ({ name: `n${i}`, url: admin(i), declared: 'unknown' as const })),
+  )
+  const aheadNode = status.nodes.find((n) => n.name === 'n2')!
+  expect(aheadNode.lagBytes).toBeLessThan(0)
+  expect(aheadNode.lagMs).toBeNull()
+  expect(formatStatus(status)).toMatch(/n2: holds WAL the primary does not have/)
   const event = events.find((e) => e.name === 'replicaDiverged' && e.payload.node === nodeName(port(2)))
   expect(event?.payload).toMatchObject({ reason: 'ahead', primaryTimeline: 2 })
 
