@@ -17,6 +17,8 @@ const PGSPLIT_POOL_BOUNDS = { connectionTimeoutMillis: 5_000, query_timeout: 60_
 export interface OverheadResult {
   /** Headline: pgsplit / raw throughput on the primary-key SELECT. */
   ratio: number
+  /** Client CPU pgsplit adds per primary-key SELECT over a raw pg.Pool (µs, paired median). */
+  cpuAddedUs: number
   workloads: {
     selectByPk: Comparison
     select1: Comparison
@@ -92,6 +94,7 @@ export async function runOverhead(ctx: BenchContext, cluster: TestCluster): Prom
     const onPrimary = after.primary - before.primary
     return {
       ratio: out.selectByPk!.ratio,
+      cpuAddedUs: out.selectByPk!.cpuAddedUs,
       workloads: out as OverheadResult['workloads'],
       replicaShare: onReplica / Math.max(1, onReplica + onPrimary),
       replicaPort: replica.port,

@@ -177,6 +177,17 @@ function tableRows(r: Results, want: (name: BenchName) => boolean): Row[] {
       spread: `ratios ${fmt(c.cpuPerOpRatio)}, ${fmt(c.stackCpuPerOpRatio)}`,
     })
   }
+  // What pgsplit adds per query in µs of client CPU (issue 18's targets), from paired repetitions.
+  const cpuAddedRow = (bench: string, figure: string, c: Comparison, maxUs: number): void => {
+    add({
+      bench,
+      figure: `${figure} (us)`,
+      value: fmt(c.cpuAddedUs, 2),
+      spread: `${fmt(c.cpuAddedUsSpread.min, 2)}..${fmt(c.cpuAddedUsSpread.max, 2)}`,
+      target: `<= ${maxUs}`,
+      status: check(c.cpuAddedUs, (v) => v <= maxUs),
+    })
+  }
   if (want('overhead') && !failed('overhead', 'pgsplit/raw pg.Pool', r.overhead, '>= 0.97')) {
     const o = ok(r.overhead)!
     ratioRows(
@@ -187,6 +198,8 @@ function tableRows(r: Results, want: (name: BenchName) => boolean): Row[] {
       (v) => v >= 0.97,
     )
     ratioRows('overhead', 'pgsplit/raw pg.Pool, SELECT 1', o.workloads.select1, '>= 0.97', (v) => v >= 0.97)
+    cpuAddedRow('overhead', 'client CPU added per query, PK select', o.workloads.selectByPk, 1.5)
+    cpuAddedRow('overhead', 'client CPU added per query, SELECT 1', o.workloads.select1, 1.5)
     ratioRows(
       'overhead',
       "same, raw pool with pgsplit's bounds (info)",
@@ -197,6 +210,7 @@ function tableRows(r: Results, want: (name: BenchName) => boolean): Row[] {
   }
   if (want('kysely') && !failed('kysely', 'SplitDialect/PostgresDialect', r.kysely, '>= 0.97')) {
     ratioRows('kysely', 'SplitDialect/PostgresDialect', ok(r.kysely)!, '>= 0.97', (v) => v >= 0.97)
+    cpuAddedRow('kysely', 'client CPU added per query', ok(r.kysely)!, 3)
   }
   if (want('pgpool') && !failed('pgpool', 'pgsplit/pgpool-II', r.pgpool, '>= 2')) {
     const p = ok(r.pgpool)!
@@ -388,7 +402,9 @@ async function main(): Promise<void> {
     loadAverageAtEnd: loadavg().map((l) => Math.round(l * 100) / 100),
     headline: {
       'overhead.ratio': ok(r.overhead)?.ratio ?? null,
+      'overhead.cpuAddedUs': ok(r.overhead)?.cpuAddedUs ?? null,
       'kysely.ratio': ok(r.kysely)?.ratio ?? null,
+      'kysely.cpuAddedUs': ok(r.kysely)?.cpuAddedUs ?? null,
       'pgpool.readOnly.ratio': ran(r.pgpool)?.readOnly.ratio ?? null,
       'pgpool.mixed.ratio': ran(r.pgpool)?.mixed.ratio ?? null,
       'failover.medianMs': ok(r.failover)?.medianMs ?? null,

@@ -73,6 +73,13 @@ export interface Comparison {
   cpuPerOpRatio: number
   /** Median of per-repetition ratios of client + server CPU per operation (candidate / baseline). */
   stackCpuPerOpRatio: number
+  /**
+   * Median of the per-repetition differences of client CPU per operation (µs, candidate minus
+   * baseline): what the candidate adds per query. Paired by repetition, so a drift of the
+   * machine over the run weighs on both sides of each difference alike.
+   */
+  cpuAddedUs: number
+  cpuAddedUsSpread: Spread
   baseline: VariantSummary
   candidate: VariantSummary
 }
@@ -83,6 +90,7 @@ export function compare(baseline: readonly LoadResult[], candidate: readonly Loa
   const p99 = baseline.map((a, i) => candidate[i]!.p99Ms / a.p99Ms)
   const cpu = baseline.map((a, i) => candidate[i]!.cpuUsPerOp / a.cpuUsPerOp)
   const stack = baseline.map((a, i) => candidate[i]!.stackCpuUsPerOp / a.stackCpuUsPerOp)
+  const added = spread(baseline.map((a, i) => candidate[i]!.cpuUsPerOp - a.cpuUsPerOp))
   const s = spread(ratios)
   return {
     ratio: round(s.median),
@@ -92,6 +100,8 @@ export function compare(baseline: readonly LoadResult[], candidate: readonly Loa
     p99Ratio: round(spread(p99).median),
     cpuPerOpRatio: round(spread(cpu).median),
     stackCpuPerOpRatio: round(spread(stack).median),
+    cpuAddedUs: Math.round(added.median * 100) / 100,
+    cpuAddedUsSpread: roundSpread(added, 2),
     baseline: summarize(baseline),
     candidate: summarize(candidate),
   }
