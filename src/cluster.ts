@@ -22,6 +22,11 @@ import { Discovery } from './health/discovery.js'
 import { LsnReader } from './health/lsn-reader.js'
 import { HealthMonitor } from './health/monitor.js'
 import { describeError, isConnectionError } from './health/probe.js'
+import {
+  createTopologyFollower,
+  type SourceSnapshot,
+  type TopologyFollower,
+} from './health/topology-follower.js'
 import { ClusterNode, type NodeSnapshot, parseLsn } from './pools/node.js'
 import { Topology } from './pools/topology.js'
 import { StatementClassifier } from './router/classify.js'
@@ -80,6 +85,8 @@ export interface TopologySnapshot {
   /** True while the primary is lost and discovery polls for a new one. */
   searching: boolean
   nodes: NodeSnapshot[]
+  /** The topology source (`patroni`, `nodes` as a function), or null. */
+  source: SourceSnapshot | null
 }
 
 /** The events of a Cluster and their payloads. */
@@ -97,6 +104,8 @@ export interface ClusterEvents {
   reclassified: [{ node: string; sql: string }]
   /** A read failed on a replica for a replica reason and ran again elsewhere. */
   readRetried: [{ from: string; to: string; reason: string }]
+  /** The topology source stopped answering (pgsplit falls back to its own discovery), answers again, or could not apply a change. */
+  topologySource: [{ source: string; healthy: boolean; reason: string }]
 }
 
 type Callback<T> = (err: Error | undefined, result?: T) => void
@@ -174,6 +183,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   readonly #topology = new Topology()
   readonly #monitor: HealthMonitor
   readonly #discovery: Discovery
+  readonly #follower: TopologyFollower | null
   readonly #router: ReadRouter
   readonly #classifier: StatementClassifier
   readonly #lsnReader: LsnReader
@@ -211,7 +221,10 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       this.#topology,
       this.#monitor,
       {
-        primaryLost: (p) => this.#emitSafe('primaryLost', p),
+        primaryLost: (p) => {
+          void this.#follower?.refresh()
+          this.#emitSafe('primaryLost', p)
+        },
         failover: (p) => this.#emitSafe('failover', p),
         splitBrain: (p) => this.#emitSafe('splitBrain', p),
         primaryChanged: (from) => {
@@ -221,6 +234,16 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       },
       this.#config.failover.pollIntervalMs,
     )
+    this.#follower = createTopologyFollower(this.#config, {
+      nodes: () => this.#topology.nodes,
+      primary: () => this.#topology.primary,
+      addNode: (input) => this.addNode(input),
+      removeNode: (name) => this.removeNode(name),
+      rediscover: (reason) => void this.#discovery.trigger(reason),
+      revokePrimary: (reason) => this.#discovery.revoke(reason),
+      sourceEvent: (p) => this.#emitSafe('topologySource', p),
+    })
+    if (this.#follower !== null) this.#discovery.setAuthority(() => this.#follower?.leader())
     this.#router = new ReadRouter(this.#topology, createStrategy(this.#config.readStrategy))
     this.#lsnReader = new LsnReader(this.#config.healthCheck.timeoutMs)
     this.primary = this.#roleTarget('primary')
@@ -230,6 +253,8 @@ export class Cluster extends EventEmitter<ClusterEvents> {
 
   async #start(): Promise<void> {
     try {
+      // The source's first answer (bounded by its timeout) comes before the first decision.
+      if (this.#follower !== null) await this.#follower.start()
       // Discovery probes every node: roles, states, positions. Then one ordered round gives lag.
       await this.#discovery.trigger('startup')
       if (!this.#ended) await this.#monitor.runRound({ all: true })
@@ -695,6 +720,9 @@ export class Cluster extends EventEmitter<ClusterEvents> {
         node.inFlight--
       }
       client.release()
+      if (isWrite && this.#follower !== null && !this.#follower.mayAcknowledge(node.name)) {
+        throw new WriteOutcomeUnknownError(node.name, this.#follower.notLeaderError(node.name))
+      }
       if (isWrite) this.#recordWrite(node, mode, scope)
       return result
     }
@@ -877,6 +905,9 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       const result = await runInScope({ forcePrimary: true }, () => fn(client))
       commitSent = true
       const commit = await client.query('COMMIT')
+      if (writes && this.#follower !== null && !this.#follower.mayAcknowledge(node.name)) {
+        throw new WriteOutcomeUnknownError(node.name, this.#follower.notLeaderError(node.name))
+      }
       client.release()
       // COMMIT of an aborted transaction answers ROLLBACK: nothing was written.
       if (writes && commit.command === 'COMMIT') this.#recordWrite(node, mode, scope)
@@ -952,6 +983,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       timeline: this.#topology.timeline === 0 ? null : this.#topology.timeline,
       searching: this.#discovery.searching,
       nodes: this.#topology.nodes.map((n) => n.snapshot()),
+      source: this.#follower?.snapshot() ?? null,
     }
   }
 
@@ -1017,6 +1049,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   end(callback?: (err?: Error) => void): Promise<void> | undefined {
     if (this.#ending === null) {
       this.#ended = true
+      this.#follower?.end()
       this.#monitor.end()
       this.#discovery.end()
       this.#lsnReader.end()

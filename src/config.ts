@@ -64,8 +64,20 @@ export interface ClusterConfig {
   /** The primary. With `replicas`; excludes `nodes`. */
   primary?: NodeInput
   replicas?: NodeInput[]
-  /** Role-less list: the primary is found with `pg_is_in_recovery()`. Excludes `primary`/`replicas`. */
-  nodes?: NodeInput[]
+  /**
+   * Role-less list: the primary is found with `pg_is_in_recovery()`. Excludes `primary`/`replicas`.
+   * May be an async function returning the list (DNS SRV, Kubernetes Endpoints, CloudNativePG's
+   * services): re-read every `discovery.intervalMs` and when the primary is lost.
+   */
+  nodes?: NodeInput[] | (() => Promise<NodeInput[]>)
+  /** `nodes` as a function: how often it is re-read. */
+  discovery?: { intervalMs?: number }
+  /**
+   * Follow Patroni: its REST API's `GET /cluster` says who is leader (the only node writes go
+   * to), which members exist and which take no reads. The first node of `nodes`/`primary` gives
+   * the connection settings of members pgsplit does not know yet.
+   */
+  patroni?: PatroniConfig
   /** `pg.Pool` options for every node. */
   pool?: PoolOptions
   /** How a read picks among eligible replicas. Default `'round-robin'`. */
@@ -93,6 +105,27 @@ export interface ClusterConfig {
   classifierCacheSize?: number
 }
 
+export interface PatroniConfig {
+  /** REST API base URLs of the members, e.g. `http://10.0.0.1:8008`. */
+  urls: string[]
+  /** Basic auth of the REST API (`restapi.authentication`). */
+  username?: string
+  password?: string
+  /** Poll period of `GET /cluster`. Default 100. */
+  intervalMs?: number
+  /** Bound of one REST call. Default 1000. */
+  timeoutMs?: number
+}
+
+export interface NormalizedPatroni {
+  urls: string[]
+  auth: { username: string; password: string | undefined } | undefined
+  intervalMs: number
+  timeoutMs: number
+  /** The first node as the user gave it: the connection template for new members. */
+  template: NodeInput
+}
+
 export type DeclaredRole = 'primary' | 'replica' | 'unknown'
 
 export interface NormalizedNode {
@@ -107,6 +140,10 @@ export interface NormalizedNode {
 
 export interface NormalizedConfig {
   nodes: NormalizedNode[]
+  /** `nodes` given as a function. */
+  nodesFunction: (() => Promise<NodeInput[]>) | null
+  discovery: { intervalMs: number }
+  patroni: NormalizedPatroni | null
   pool: PoolOptions
   readStrategy: ReadStrategy
   maxLag: MaxLag
@@ -156,6 +193,8 @@ const TOP_LEVEL_KEYS = new Set([
   'readOnlyTransactions',
   'writeFunctions',
   'classifierCacheSize',
+  'discovery',
+  'patroni',
 ])
 const NODE_ONLY_KEYS = new Set(['url', 'name', 'weight', 'maxLag'])
 
@@ -359,7 +398,15 @@ export function normalizeConfig(config: ClusterConfig): NormalizedConfig {
   validatePoolOptions('pool', pool)
 
   const nodes: NormalizedNode[] = []
-  if (raw.nodes !== undefined) {
+  const nodesFunction = typeof raw.nodes === 'function' ? (raw.nodes as () => Promise<NodeInput[]>) : null
+  if (nodesFunction !== null) {
+    if (raw.primary !== undefined || raw.replicas !== undefined) {
+      throw new ConfigError('nodes', 'cannot be combined with primary/replicas')
+    }
+    if (raw.patroni !== undefined) {
+      throw new ConfigError('nodes', 'cannot be a function together with patroni: Patroni lists the members')
+    }
+  } else if (raw.nodes !== undefined) {
     if (raw.primary !== undefined || raw.replicas !== undefined) {
       throw new ConfigError(
         'nodes',
@@ -408,6 +455,14 @@ export function normalizeConfig(config: ClusterConfig): NormalizedConfig {
       throw new ConfigError(`${fieldOf(i)}.name`, `duplicates the name ${JSON.stringify(node.name)}`)
     seenName.add(node.name)
   })
+
+  const patroni = normalizePatroni(raw.patroni, raw)
+  const disc = raw.discovery === undefined ? {} : raw.discovery
+  if (!isPlainObject(disc)) throw new ConfigError('discovery', `must be an object, got ${describe(disc)}`)
+  for (const key of Object.keys(disc)) {
+    if (key !== 'intervalMs') throw new ConfigError(`discovery.${key}`, 'is not a known option')
+  }
+  const discovery = { intervalMs: positiveInteger('discovery.intervalMs', disc.intervalMs, 5_000) }
 
   let readStrategy: ReadStrategy = DEFAULTS.readStrategy
   if (typeof raw.readStrategy === 'function') readStrategy = raw.readStrategy as ReadStrategyFunction
@@ -491,6 +546,9 @@ export function normalizeConfig(config: ClusterConfig): NormalizedConfig {
 
   return {
     nodes,
+    nodesFunction,
+    discovery,
+    patroni,
     pool,
     readStrategy,
     maxLag: normalizeMaxLag('maxLag', raw.maxLag, { ...DEFAULTS.maxLag }) ?? {},
@@ -519,6 +577,59 @@ export function normalizeConfig(config: ClusterConfig): NormalizedConfig {
       raw.classifierCacheSize,
       DEFAULTS.classifierCacheSize,
     ),
+  }
+}
+
+function normalizePatroni(value: unknown, raw: Record<string, unknown>): NormalizedPatroni | null {
+  if (value === undefined) return null
+  if (!isPlainObject(value))
+    throw new ConfigError('patroni', `must be an object { urls, ... }, got ${describe(value)}`)
+  for (const key of Object.keys(value)) {
+    if (!['urls', 'username', 'password', 'intervalMs', 'timeoutMs'].includes(key)) {
+      throw new ConfigError(`patroni.${key}`, 'is not a known option')
+    }
+  }
+  const urls = value.urls
+  if (!Array.isArray(urls) || urls.length === 0) {
+    throw new ConfigError('patroni.urls', `must be a non-empty array of http(s) URLs, got ${describe(urls)}`)
+  }
+  urls.forEach((u, i) => {
+    let ok = false
+    try {
+      ok = typeof u === 'string' && /^https?:$/.test(new URL(u).protocol)
+    } catch {
+      ok = false
+    }
+    if (!ok) throw new ConfigError(`patroni.urls[${i}]`, `must be an http(s) URL, got ${describe(u)}`)
+  })
+  for (const key of ['username', 'password'] as const) {
+    if (value[key] !== undefined && typeof value[key] !== 'string') {
+      // Never echo what might be a password.
+      throw new ConfigError(`patroni.${key}`, 'must be a string')
+    }
+  }
+  if (value.password !== undefined && value.username === undefined) {
+    throw new ConfigError('patroni.password', 'needs patroni.username')
+  }
+  const template = Array.isArray(raw.nodes) ? raw.nodes[0] : raw.primary
+  if (template === undefined) {
+    throw new ConfigError(
+      'patroni',
+      'needs nodes (or primary): the first node gives the user, password, database and TLS of the members Patroni lists, and the nodes are the fallback when no REST endpoint answers',
+    )
+  }
+  const auth =
+    value.username === undefined
+      ? undefined
+      : { username: value.username as string, password: value.password as string | undefined }
+  // The REST password stays out of JSON and inspection, like the node passwords.
+  if (auth !== undefined) Object.defineProperty(auth, 'password', { enumerable: false })
+  return {
+    urls: urls as string[],
+    auth,
+    intervalMs: positiveInteger('patroni.intervalMs', value.intervalMs, 100),
+    timeoutMs: positiveInteger('patroni.timeoutMs', value.timeoutMs, 1_000),
+    template: template as NodeInput,
   }
 }
 

@@ -72,6 +72,8 @@ const CLUSTER_CONFIG_KEYS: Record<keyof ClusterConfig, true> = {
   readOnlyTransactions: true,
   writeFunctions: true,
   classifierCacheSize: true,
+  discovery: true,
+  patroni: true,
 }
 
 function clusterConfigOf(options: PgsplitPluginConfigOptions): ClusterConfig {

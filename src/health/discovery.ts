@@ -64,12 +64,32 @@ export class Discovery {
   #lostName: string | null = null
   #lastSplitBrain = ''
   #ended = false
+  /** An HA manager's leader (see TopologyFollower.leader): undefined = no authority in force. */
+  #authority: () => string | null | undefined = () => undefined
 
   constructor(topology: Topology, monitor: HealthMonitor, events: DiscoveryEvents, pollIntervalMs: number) {
     this.#topology = topology
     this.#monitor = monitor
     this.#events = events
     this.#pollIntervalMs = pollIntervalMs
+  }
+
+  /** Makes `leader()` the rule for the primary: no other node is chosen or kept. */
+  setAuthority(leader: () => string | null | undefined): void {
+    this.#authority = leader
+  }
+
+  /** The authority no longer holds the primary as leader: no write goes to it from now on. */
+  revoke(reason: string): void {
+    const old = this.#topology.primary
+    if (old === null || this.#ended) return
+    this.#topology.setPrimary(null)
+    old.role = 'unknown'
+    old.fenced = true
+    this.#markLost(old.name, reason)
+    void old.replacePool()
+    this.#schedulePoll()
+    void this.trigger(reason)
   }
 
   /** True while no primary is known and discovery is polling. */
@@ -114,6 +134,19 @@ export class Discovery {
       writable: result !== null && !result.inRecovery,
       timeline: result?.timeline ?? null,
     }))
+    const leader = this.#authority()
+    if (leader !== undefined) {
+      for (const c of candidates) {
+        if (!c.writable || c.name === leader) continue
+        // Writable but not the authority's leader: fenced, never chosen.
+        c.writable = false
+        const node = this.#topology.find(c.name)
+        if (node !== undefined) {
+          node.role = 'unknown'
+          node.fenced = true
+        }
+      }
+    }
     const decision = choosePrimary(candidates)
     const old = this.#topology.primary
 

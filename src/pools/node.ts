@@ -46,6 +46,8 @@ export class ClusterNode implements ReadCandidate {
   role: NodeRole
   state: NodeState = 'unknown'
   fenced = false
+  /** A topology source said so (Patroni's `noloadbalance` tag): takes no reads. */
+  noReads = false
   lagging = false
   lagBytes: number | null = null
   lagMs: number | null = null
@@ -151,6 +153,7 @@ export class ClusterNode implements ReadCandidate {
       this.state === 'up' &&
       !this.lagging &&
       !this.fenced &&
+      !this.noReads &&
       this.suspectUntil <= now
     )
   }

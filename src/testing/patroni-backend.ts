@@ -544,22 +544,28 @@ class PatroniCluster implements PatroniTestCluster {
   }
 
   async waitForLeader(opts: { not?: number; timeoutMs?: number } = {}): Promise<number> {
-    const deadline = Date.now() + (opts.timeoutMs ?? this.#opts.timeoutMs)
-    const index = await waitFor(
-      opts.not === undefined ? 'a leader' : `a leader other than node${opts.not}`,
-      { node: 'patroni', timeoutMs: remaining(deadline), intervalMs: 100 },
+    const timeoutMs = opts.timeoutMs ?? this.#opts.timeoutMs
+    // One loop: a leader seen once may lose the lock again before it takes writes (Patroni 3.0.2
+    // gives it back to a resumed old leader), so both are checked on every look.
+    return waitFor(
+      opts.not === undefined ? 'a leader taking writes' : `a leader other than node${opts.not} taking writes`,
+      { node: 'patroni', timeoutMs, intervalMs: 50 },
       async (note) => {
         const s = await this.clusterState()
-        const leader = s.members.find((x) => x.role === 'leader' && isRunning(x))
         note(s.members.map((x) => `${x.name}:${x.role}:${x.state}`).join(', '))
+        const leader = s.members.find((x) => x.role === 'leader' && isRunning(x))
         const m = this.#members.find((x) => x.name === leader?.name)
-        if (!m || m.index === opts.not) return undefined
+        if (!m || m.index === opts.not || !m.proc) return undefined
+        const [row] = await queryRows<{ rec: boolean }>(
+          this.#target(m).admin,
+          1_000,
+          'SELECT pg_is_in_recovery() AS rec',
+        )
+        if (row?.rec !== false) return undefined
+        await this.#refresh(s)
         return m.index
       },
     )
-    const m = this.#member(index)
-    await this.#waitMember(m, deadline, 'leader')
-    return index
   }
 
   // --- operations ---------------------------------------------------------------------------

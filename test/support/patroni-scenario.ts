@@ -1,0 +1,357 @@
+/**
+ * A fault on a real Patroni cluster under a write + read load through pgsplit, with and without
+ * the Patroni source at the same time (two clusters, same servers): what each acknowledged, who
+ * acknowledged it, what was lost. Shared by test/integration/patroni.test.ts and bench/patroni.ts.
+ */
+import pg from 'pg'
+import { type Cluster, createCluster } from '../../src/index.js'
+import type { PatroniTestCluster } from '../../src/testing/index.js'
+
+export const LOAD_TABLE = 'patroni_load'
+
+/** One sample of the leader as Patroni's REST API says it. */
+interface LeaderSample {
+  at: number
+  leader: string | null
+}
+
+/** Polls `/cluster` every `everyMs` and keeps the leader at each answer. */
+export class LeaderWatch {
+  readonly samples: LeaderSample[] = []
+  #stop = false
+  #loop: Promise<void>
+
+  constructor(
+    private readonly pg: PatroniTestCluster,
+    everyMs = 20,
+  ) {
+    this.#loop = this.#run(everyMs)
+  }
+
+  async #run(everyMs: number): Promise<void> {
+    while (!this.#stop) {
+      try {
+        const s = await this.pg.clusterState()
+        const l = s.members.find(
+          (m) => m.role === 'leader' && (m.state === 'running' || m.state === 'streaming'),
+        )
+        this.samples.push({ at: Date.now(), leader: l?.name ?? null })
+      } catch {
+        this.samples.push({ at: Date.now(), leader: null })
+      }
+      await new Promise((r) => setTimeout(r, everyMs))
+    }
+  }
+
+  /** First time at or after `from` that a running leader other than `not` was seen. */
+  changedAt(not: string, from: number): { at: number; leader: string } | null {
+    for (const s of this.samples) {
+      if (s.at >= from && s.leader !== null && s.leader !== not) return { at: s.at, leader: s.leader }
+    }
+    return null
+  }
+
+  /** Whether `member` was seen as leader in [from, to]; the samples either side count too. */
+  wasLeader(member: string, from: number, to: number): boolean {
+    let before: LeaderSample | undefined
+    for (const s of this.samples) {
+      if (s.at < from) before = s
+      else if (s.at <= to) {
+        if (s.leader === member) return true
+      } else return s.leader === member || before?.leader === member
+    }
+    return before?.leader === member
+  }
+
+  async stop(): Promise<void> {
+    this.#stop = true
+    await this.#loop
+  }
+}
+
+interface Ack {
+  seq: number
+  port: number
+  sentAt: number
+  ackAt: number
+}
+
+/** What one pgsplit client saw during a scenario. */
+export interface ClientReport {
+  label: string
+  writesAcked: number
+  writesFailed: number
+  failedWriteKinds: Record<string, number>
+  readsOk: number
+  readsFailed: number
+  readErrors: string[]
+  /** Fault → first write acknowledged by the new leader (ms). */
+  faultToFirstAckMs: number | null
+  /** Patroni's leader change (seen by the watch) → that first write (ms). */
+  leaderChangeToFirstAckMs: number | null
+  /** Longest time between two acknowledged writes after the fault (ms). */
+  longestGapMs: number
+  /** Acknowledged writes whose server was not Patroni's leader while the write ran. */
+  nonLeaderAcks: number
+  /** Acknowledged writes missing at the end. */
+  lost: number
+  events: string[]
+}
+
+/** A pgsplit client under load: `writers` sequential insert loops and `readers` read loops. */
+export class LoadClient {
+  readonly db: Cluster
+  readonly acks: Ack[] = []
+  readonly failedKinds: Record<string, number> = {}
+  readonly readErrors: string[] = []
+  readonly events: string[] = []
+  writesFailed = 0
+  readsOk = 0
+  readsFailed = 0
+  #seq = 0
+  #stop = false
+  #loops: Promise<void>[] = []
+
+  constructor(
+    readonly label: string,
+    readonly clientId: number,
+    cluster: PatroniTestCluster,
+    withSource: boolean,
+    opts: { pollIntervalMs?: number } = {},
+  ) {
+    this.db = createCluster({
+      nodes: cluster.nodes.map((n) => ({ url: n.url, name: n.name })),
+      ...(withSource ? { patroni: { urls: cluster.restUrls } } : {}),
+      healthCheck: { intervalMs: 200, timeoutMs: 500 },
+      failover: { timeoutMs: 30_000, pollIntervalMs: opts.pollIntervalMs ?? 50 },
+      pool: { max: 6, connectionTimeoutMillis: 2_000, query_timeout: 20_000 },
+    })
+    const note = (name: string) => (p: unknown) =>
+      this.events.push(`${Date.now()} ${name} ${JSON.stringify(p)}`)
+    for (const e of ['failover', 'primaryLost', 'splitBrain', 'topologySource'] as const)
+      this.db.on(e, note(e))
+    this.db.on('error', () => {})
+  }
+
+  start(writers = 2, readers = 2): void {
+    for (let i = 0; i < writers; i++) this.#loops.push(this.#writeLoop())
+    for (let i = 0; i < readers; i++) this.#loops.push(this.#readLoop())
+  }
+
+  async #writeLoop(): Promise<void> {
+    while (!this.#stop) {
+      const seq = ++this.#seq
+      const sentAt = Date.now()
+      try {
+        const r = await this.db.query<{ port: number }>(
+          `INSERT INTO ${LOAD_TABLE} (client, seq) VALUES ($1, $2) RETURNING inet_server_port() AS port`,
+          [this.clientId, seq],
+        )
+        this.acks.push({ seq, port: r.rows[0]!.port, sentAt, ackAt: Date.now() })
+      } catch (err) {
+        this.writesFailed++
+        const kind = (err as Error).name ?? 'Error'
+        this.failedKinds[kind] = (this.failedKinds[kind] ?? 0) + 1
+        await new Promise((r) => setTimeout(r, 20))
+      }
+      await new Promise((r) => setTimeout(r, 5))
+    }
+  }
+
+  async #readLoop(): Promise<void> {
+    while (!this.#stop) {
+      try {
+        await this.db.query(`SELECT count(*) FROM ${LOAD_TABLE} WHERE client = $1`, [this.clientId])
+        this.readsOk++
+      } catch (err) {
+        this.readsFailed++
+        if (this.readErrors.length < 5) this.readErrors.push((err as Error).message)
+      }
+      await new Promise((r) => setTimeout(r, 5))
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.#stop = true
+    await Promise.all(this.#loops)
+    this.#loops = []
+    this.#stop = false
+  }
+
+  async end(): Promise<void> {
+    await this.stop()
+    await this.db.end()
+  }
+
+  /** Figures for the window that began at `faultAt`. */
+  report(
+    cluster: PatroniTestCluster,
+    watch: LeaderWatch,
+    faultAt: number,
+    oldLeader: string,
+    present: Set<number>,
+  ): ClientReport {
+    const nameOf = new Map(cluster.nodes.map((n) => [n.port, n.name]))
+    const changed = watch.changedAt(oldLeader, faultAt)
+    const after = this.acks.filter((a) => a.ackAt >= faultAt)
+    const first = changed ? after.find((a) => nameOf.get(a.port) === changed.leader) : undefined
+    let longestGapMs = 0
+    let last = faultAt
+    for (const a of after) {
+      longestGapMs = Math.max(longestGapMs, a.ackAt - last)
+      last = a.ackAt
+    }
+    const nonLeaderAcks = this.acks.filter(
+      (a) => !watch.wasLeader(nameOf.get(a.port) ?? '?', a.sentAt, a.ackAt),
+    ).length
+    return {
+      label: this.label,
+      writesAcked: this.acks.length,
+      writesFailed: this.writesFailed,
+      failedWriteKinds: { ...this.failedKinds },
+      readsOk: this.readsOk,
+      readsFailed: this.readsFailed,
+      readErrors: [...this.readErrors],
+      faultToFirstAckMs: first ? first.ackAt - faultAt : null,
+      leaderChangeToFirstAckMs: first && changed ? first.ackAt - changed.at : null,
+      longestGapMs,
+      nonLeaderAcks,
+      lost: this.acks.filter((a) => !present.has(a.seq)).length,
+      events: [...this.events],
+    }
+  }
+
+  reset(): void {
+    this.acks.length = 0
+    this.writesFailed = 0
+    this.readsOk = 0
+    this.readsFailed = 0
+    this.readErrors.length = 0
+    this.events.length = 0
+    for (const k of Object.keys(this.failedKinds)) delete this.failedKinds[k]
+  }
+}
+
+export async function createLoadTable(cluster: PatroniTestCluster): Promise<void> {
+  await adminRows(
+    cluster.primaryUrl,
+    `CREATE TABLE IF NOT EXISTS ${LOAD_TABLE} (client int NOT NULL, seq int NOT NULL, PRIMARY KEY (client, seq))`,
+  )
+}
+
+/** The seqs of `clientId` on the leader now. */
+export async function presentSeqs(cluster: PatroniTestCluster, clientId: number): Promise<Set<number>> {
+  const rows = await adminRows<{ seq: number }>(
+    cluster.primaryUrl,
+    `SELECT seq FROM ${LOAD_TABLE} WHERE client = $1`,
+    [clientId],
+  )
+  return new Set(rows.map((r) => r.seq))
+}
+
+export async function adminRows<R extends pg.QueryResultRow>(
+  url: string,
+  sql: string,
+  params: unknown[] = [],
+): Promise<R[]> {
+  const client = new pg.Client({
+    connectionString: url,
+    connectionTimeoutMillis: 5_000,
+    query_timeout: 10_000,
+  })
+  client.on('error', () => {})
+  await client.connect()
+  try {
+    return (await client.query<R>(sql, params)).rows
+  } finally {
+    await client.end().catch(() => {})
+  }
+}
+
+/** Waits (bounded) until every member runs and a leader takes writes. */
+export async function waitAllRunning(
+  cluster: PatroniTestCluster,
+  timeoutMs: number,
+  expected = cluster.nodes.length,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const s = await cluster.clusterState().catch(() => null)
+    const ok =
+      s !== null &&
+      s.members.length === expected &&
+      s.members.every((m) => m.state === 'running' || m.state === 'streaming')
+    if (ok) break
+    if (Date.now() > deadline) {
+      throw new Error(
+        `members not all running within ${timeoutMs} ms: ${JSON.stringify(s?.members.map((m) => [m.name, m.role, m.state]))}`,
+      )
+    }
+    await new Promise((r) => setTimeout(r, 200))
+  }
+  await cluster.waitForLeader({ timeoutMs: Math.max(1_000, deadline - Date.now()) })
+}
+
+export type Fault = 'switchover' | 'kill-leader' | 'freeze-leader'
+
+export interface ScenarioResult {
+  fault: Fault
+  oldLeader: string
+  newLeader: string | null
+  /** Fault → Patroni's new leader, as `/cluster` showed it. */
+  leaderChangeMs: number | null
+  clients: ClientReport[]
+  durationMs: number
+}
+
+/**
+ * Runs `fault` on the current leader while `clients` are under load; returns once writes were
+ * acknowledged again for `settleMs`, the old leader is back in the cluster and every figure is in.
+ */
+export async function runFault(
+  cluster: PatroniTestCluster,
+  clients: LoadClient[],
+  fault: Fault,
+  opts: { freezeMs?: number; settleMs?: number; log?: (line: string) => void } = {},
+): Promise<ScenarioResult> {
+  const t0 = Date.now()
+  const log = opts.log ?? (() => {})
+  const leaderIndex = await cluster.waitForLeader()
+  const members = (await cluster.clusterState()).members.length
+  const oldLeader = cluster.nodes[leaderIndex]!.name
+  for (const c of clients) c.reset()
+  const watch = new LeaderWatch(cluster)
+  for (const c of clients) c.start()
+  await new Promise((r) => setTimeout(r, 1_000)) // load before the fault
+  const faultAt = Date.now()
+  log(`${fault} of ${oldLeader}`)
+  if (fault === 'switchover') await cluster.switchover()
+  else if (fault === 'kill-leader') {
+    await cluster.killManager(leaderIndex)
+    await cluster.kill(leaderIndex)
+  } else await cluster.freeze(leaderIndex, opts.freezeMs ?? 14_000)
+  // Writes flow again on a leader (bounded).
+  const newIndex = await cluster.waitForLeader({
+    timeoutMs: 40_000,
+    ...(fault === 'switchover' ? {} : { not: leaderIndex }),
+  })
+  await new Promise((r) => setTimeout(r, opts.settleMs ?? 1_500))
+  for (const c of clients) await c.stop()
+  await watch.stop()
+  if (fault === 'kill-leader') await cluster.start(leaderIndex)
+  // Every member back (the old leader rejoined) before the next scenario.
+  await waitAllRunning(cluster, 60_000, members)
+  const changed = watch.changedAt(oldLeader, faultAt)
+  const reports: ClientReport[] = []
+  for (const c of clients) {
+    reports.push(c.report(cluster, watch, faultAt, oldLeader, await presentSeqs(cluster, c.clientId)))
+  }
+  return {
+    fault,
+    oldLeader,
+    newLeader: cluster.nodes[newIndex]!.name,
+    leaderChangeMs: changed ? changed.at - faultAt : null,
+    clients: reports,
+    durationMs: Date.now() - t0,
+  }
+}
