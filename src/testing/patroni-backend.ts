@@ -58,6 +58,8 @@ export interface PatroniTestNode extends TestNode {
 /** The handle `startCluster({ backend: 'patroni' })` returns: etcd plus Patroni members. */
 export interface PatroniTestCluster {
   readonly backend: 'patroni'
+  /** Patroni's synchronous_mode is on. */
+  readonly synchronous: boolean
   /** URL of the member Patroni held as leader at the last look. */
   readonly primaryUrl: string
   /** URLs of the running replicas at the last look. */
@@ -201,6 +203,10 @@ class PatroniCluster implements PatroniTestCluster {
     this.#opts = opts
     this.#binDir = binDir
     this.#osUser = osUser
+  }
+
+  get synchronous(): boolean {
+    return this.#opts.synchronous
   }
 
   get etcdUrl(): string {

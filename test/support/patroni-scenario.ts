@@ -18,7 +18,10 @@ interface LeaderSample {
 /** Polls `/cluster` every `everyMs` and keeps the leader at each answer. */
 export class LeaderWatch {
   readonly samples: LeaderSample[] = []
+  /** Since when each member has been writable (pg_is_in_recovery() false), if it is now. */
+  readonly writableAt = new Map<string, number>()
   #stop = false
+  #writable: Promise<void>[]
   #loop: Promise<void>
 
   constructor(
@@ -26,6 +29,9 @@ export class LeaderWatch {
     everyMs = 20,
   ) {
     this.#loop = this.#run(everyMs)
+    this.#writable = pg.nodes
+      .filter((n) => n.role !== 'stopped')
+      .map((n) => this.#watchWritable(n.name, n.url))
   }
 
   async #run(everyMs: number): Promise<void> {
@@ -43,12 +49,46 @@ export class LeaderWatch {
     }
   }
 
+  /** Polls member `name`'s server every 10 ms on its own connection: when does it take writes? */
+  async #watchWritable(name: string, url: string): Promise<void> {
+    let client: pg.Client | null = null
+    while (!this.#stop) {
+      try {
+        if (client === null) {
+          client = new pg.Client({
+            connectionString: url,
+            connectionTimeoutMillis: 1_000,
+            query_timeout: 1_000,
+          })
+          client.on('error', () => {})
+          await client.connect()
+        }
+        const r = await client.query<{ rec: boolean }>('SELECT pg_is_in_recovery() AS rec')
+        const writable = r.rows[0]?.rec === false
+        if (writable && !this.writableAt.has(name)) this.writableAt.set(name, Date.now())
+        if (!writable) this.writableAt.delete(name)
+      } catch {
+        await client?.end().catch(() => {})
+        client = null
+      }
+      await new Promise((r) => setTimeout(r, 10))
+    }
+    await client?.end().catch(() => {})
+  }
+
   /** First time at or after `from` that a running leader other than `not` was seen. */
   changedAt(not: string, from: number): { at: number; leader: string } | null {
     for (const s of this.samples) {
       if (s.at >= from && s.leader !== null && s.leader !== not) return { at: s.at, leader: s.leader }
     }
     return null
+  }
+
+  /** Each change of the leader seen: when, and to whom (null: none). */
+  transitions(): LeaderSample[] {
+    const out: LeaderSample[] = []
+    for (const s of this.samples) if (out.at(-1)?.leader !== s.leader) out.push(s)
+    return out
   }
 
   /** Whether `member` was seen as leader in [from, to]; the samples either side count too. */
@@ -66,6 +106,7 @@ export class LeaderWatch {
   async stop(): Promise<void> {
     this.#stop = true
     await this.#loop
+    await Promise.all(this.#writable)
   }
 }
 
@@ -89,12 +130,21 @@ export interface ClientReport {
   faultToFirstAckMs: number | null
   /** Patroni's leader change (seen by the watch) → that first write (ms). */
   leaderChangeToFirstAckMs: number | null
+  /** The new leader's server taking writes (seen by the watch) → that first write (ms). */
+  writableToFirstAckMs: number | null
   /** Longest time between two acknowledged writes after the fault (ms). */
   longestGapMs: number
   /** Acknowledged writes whose server was not Patroni's leader while the write ran. */
   nonLeaderAcks: number
+  /**
+   * Of those, the ones acknowledged less than `raceMs` after a leader change: the source had not
+   * answered since (it is polled), so no rule could have known. The rest is 0 with the source.
+   */
+  nonLeaderAcksOutsideRace: number
   /** Acknowledged writes missing at the end. */
   lost: number
+  /** Lost writes by the member that acknowledged them. */
+  lostBy: Record<string, number>
   events: string[]
 }
 
@@ -124,7 +174,7 @@ export class LoadClient {
       ...(withSource ? { patroni: { urls: cluster.restUrls } } : {}),
       healthCheck: { intervalMs: 200, timeoutMs: 500 },
       failover: { timeoutMs: 30_000, pollIntervalMs: opts.pollIntervalMs ?? 50 },
-      pool: { max: 6, connectionTimeoutMillis: 2_000, query_timeout: 20_000 },
+      pool: { max: 20, connectionTimeoutMillis: 5_000, query_timeout: 20_000 },
     })
     const note = (name: string) => (p: unknown) =>
       this.events.push(`${Date.now()} ${name} ${JSON.stringify(p)}`)
@@ -133,28 +183,42 @@ export class LoadClient {
     this.db.on('error', () => {})
   }
 
-  start(writers = 2, readers = 2): void {
-    for (let i = 0; i < writers; i++) this.#loops.push(this.#writeLoop())
+  /**
+   * Open-loop writes (one every `everyMs`, at most `maxInFlight` waiting, as requests of an app
+   * arrive whatever the database does: writes stuck on a frozen server do not stop new ones)
+   * and `readers` closed-loop readers.
+   */
+  start(everyMs = 10, maxInFlight = 30, readers = 2): void {
+    this.#loops.push(this.#writeLoop(everyMs, maxInFlight))
     for (let i = 0; i < readers; i++) this.#loops.push(this.#readLoop())
   }
 
-  async #writeLoop(): Promise<void> {
+  async #writeLoop(everyMs: number, maxInFlight: number): Promise<void> {
+    const inFlight = new Set<Promise<void>>()
     while (!this.#stop) {
-      const seq = ++this.#seq
-      const sentAt = Date.now()
-      try {
-        const r = await this.db.query<{ port: number }>(
-          `INSERT INTO ${LOAD_TABLE} (client, seq) VALUES ($1, $2) RETURNING inet_server_port() AS port`,
-          [this.clientId, seq],
-        )
-        this.acks.push({ seq, port: r.rows[0]!.port, sentAt, ackAt: Date.now() })
-      } catch (err) {
-        this.writesFailed++
-        const kind = (err as Error).name ?? 'Error'
-        this.failedKinds[kind] = (this.failedKinds[kind] ?? 0) + 1
-        await new Promise((r) => setTimeout(r, 20))
+      if (inFlight.size < maxInFlight) {
+        const p = this.#writeOnce().finally(() => inFlight.delete(p))
+        inFlight.add(p)
       }
-      await new Promise((r) => setTimeout(r, 5))
+      await new Promise((r) => setTimeout(r, everyMs))
+    }
+    // Bounded by the pool's query_timeout.
+    await Promise.all(inFlight)
+  }
+
+  async #writeOnce(): Promise<void> {
+    const seq = ++this.#seq
+    const sentAt = Date.now()
+    try {
+      const r = await this.db.query<{ port: number }>(
+        `INSERT INTO ${LOAD_TABLE} (client, seq) VALUES ($1, $2) RETURNING inet_server_port() AS port`,
+        [this.clientId, seq],
+      )
+      this.acks.push({ seq, port: r.rows[0]!.port, sentAt, ackAt: Date.now() })
+    } catch (err) {
+      this.writesFailed++
+      const kind = (err as Error).name ?? 'Error'
+      this.failedKinds[kind] = (this.failedKinds[kind] ?? 0) + 1
     }
   }
 
@@ -190,6 +254,7 @@ export class LoadClient {
     faultAt: number,
     oldLeader: string,
     present: Set<number>,
+    raceMs = 250,
   ): ClientReport {
     const nameOf = new Map(cluster.nodes.map((n) => [n.port, n.name]))
     const changed = watch.changedAt(oldLeader, faultAt)
@@ -197,13 +262,22 @@ export class LoadClient {
     const first = changed ? after.find((a) => nameOf.get(a.port) === changed.leader) : undefined
     let longestGapMs = 0
     let last = faultAt
-    for (const a of after) {
+    for (const a of [...after].sort((x, y) => x.ackAt - y.ackAt)) {
       longestGapMs = Math.max(longestGapMs, a.ackAt - last)
       last = a.ackAt
     }
-    const nonLeaderAcks = this.acks.filter(
-      (a) => !watch.wasLeader(nameOf.get(a.port) ?? '?', a.sentAt, a.ackAt),
-    ).length
+    const nonLeader = this.acks.filter((a) => !watch.wasLeader(nameOf.get(a.port) ?? '?', a.sentAt, a.ackAt))
+    const changes = watch.transitions().slice(1)
+    const outsideRace = nonLeader.filter((a) => {
+      const last = changes.filter((c) => c.at <= a.ackAt).at(-1)
+      return last === undefined || a.ackAt - last.at > raceMs
+    })
+    const lostBy: Record<string, number> = {}
+    for (const a of this.acks) {
+      if (present.has(a.seq)) continue
+      const who = nameOf.get(a.port) ?? String(a.port)
+      lostBy[who] = (lostBy[who] ?? 0) + 1
+    }
     return {
       label: this.label,
       writesAcked: this.acks.length,
@@ -214,9 +288,15 @@ export class LoadClient {
       readErrors: [...this.readErrors],
       faultToFirstAckMs: first ? first.ackAt - faultAt : null,
       leaderChangeToFirstAckMs: first && changed ? first.ackAt - changed.at : null,
+      writableToFirstAckMs:
+        first && changed && watch.writableAt.has(changed.leader)
+          ? first.ackAt - watch.writableAt.get(changed.leader)!
+          : null,
       longestGapMs,
-      nonLeaderAcks,
+      nonLeaderAcks: nonLeader.length,
+      nonLeaderAcksOutsideRace: outsideRace.length,
       lost: this.acks.filter((a) => !present.has(a.seq)).length,
+      lostBy,
       events: [...this.events],
     }
   }
@@ -273,6 +353,8 @@ export async function waitAllRunning(
   cluster: PatroniTestCluster,
   timeoutMs: number,
   expected = cluster.nodes.length,
+  /** synchronous_mode fails over only to the synchronous standby: require one to be named. */
+  requireSync = cluster.synchronous,
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs
   for (;;) {
@@ -280,6 +362,7 @@ export async function waitAllRunning(
     const ok =
       s !== null &&
       s.members.length === expected &&
+      (!requireSync || s.members.some((m) => m.role === 'sync_standby')) &&
       s.members.every((m) => m.state === 'running' || m.state === 'streaming')
     if (ok) break
     if (Date.now() > deadline) {
@@ -300,6 +383,10 @@ export interface ScenarioResult {
   newLeader: string | null
   /** Fault → Patroni's new leader, as `/cluster` showed it. */
   leaderChangeMs: number | null
+  /** Leader changes from the fault on, ms after it. */
+  leaders: { atMs: number; leader: string | null }[]
+  /** The leader at the end. */
+  finalLeader: string
   clients: ClientReport[]
   durationMs: number
 }
@@ -316,8 +403,10 @@ export async function runFault(
 ): Promise<ScenarioResult> {
   const t0 = Date.now()
   const log = opts.log ?? (() => {})
-  const leaderIndex = await cluster.waitForLeader()
   const members = (await cluster.clusterState()).members.length
+  // Settled before the fault: every member running and, in synchronous_mode, a synchronous standby.
+  await waitAllRunning(cluster, 60_000, members)
+  const leaderIndex = await cluster.waitForLeader()
   const oldLeader = cluster.nodes[leaderIndex]!.name
   for (const c of clients) c.reset()
   const watch = new LeaderWatch(cluster)
@@ -340,7 +429,9 @@ export async function runFault(
   await watch.stop()
   if (fault === 'kill-leader') await cluster.start(leaderIndex)
   // Every member back (the old leader rejoined) before the next scenario.
-  await waitAllRunning(cluster, 60_000, members)
+  // A synchronous standby may take longer to be named again (or never, after Patroni 3.0.2 gave
+  // the lock back to a resumed leader): the next scenario waits for it.
+  await waitAllRunning(cluster, 60_000, members, false)
   const changed = watch.changedAt(oldLeader, faultAt)
   const reports: ClientReport[] = []
   for (const c of clients) {
@@ -351,6 +442,11 @@ export async function runFault(
     oldLeader,
     newLeader: cluster.nodes[newIndex]!.name,
     leaderChangeMs: changed ? changed.at - faultAt : null,
+    leaders: watch
+      .transitions()
+      .filter((t) => t.at >= faultAt)
+      .map((t) => ({ atMs: t.at - faultAt, leader: t.leader })),
+    finalLeader: cluster.nodes[await cluster.waitForLeader()]!.name,
     clients: reports,
     durationMs: Date.now() - t0,
   }
