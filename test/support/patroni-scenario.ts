@@ -18,7 +18,7 @@ interface LeaderSample {
 /** Polls `/cluster` every `everyMs` and keeps the leader at each answer. */
 export class LeaderWatch {
   readonly samples: LeaderSample[] = []
-  /** Since when each member has been writable (pg_is_in_recovery() false), if it is now. */
+  /** When each member was first seen writable (pg_is_in_recovery() false) during the watch. */
   readonly writableAt = new Map<string, number>()
   #stop = false
   #writable: Promise<void>[]
@@ -65,8 +65,8 @@ export class LeaderWatch {
         }
         const r = await client.query<{ rec: boolean }>('SELECT pg_is_in_recovery() AS rec')
         const writable = r.rows[0]?.rec === false
+        // The first time only: a leader that loses the lock again keeps the time it took writes.
         if (writable && !this.writableAt.has(name)) this.writableAt.set(name, Date.now())
-        if (!writable) this.writableAt.delete(name)
       } catch {
         await client?.end().catch(() => {})
         client = null
@@ -134,7 +134,7 @@ export interface ClientReport {
   writableToFirstAckMs: number | null
   /** Longest time between two acknowledged writes after the fault (ms). */
   longestGapMs: number
-  /** Acknowledged writes whose server was not Patroni's leader while the write ran. */
+  /** Acknowledged writes whose server was not Patroni's leader when it answered (±50 ms: the watch polls). */
   nonLeaderAcks: number
   /**
    * Of those, the ones acknowledged less than `raceMs` after a leader change: the source had not
@@ -255,6 +255,7 @@ export class LoadClient {
     oldLeader: string,
     present: Set<number>,
     raceMs = 250,
+    ackSlackMs = 50,
   ): ClientReport {
     const nameOf = new Map(cluster.nodes.map((n) => [n.port, n.name]))
     const changed = watch.changedAt(oldLeader, faultAt)
@@ -266,7 +267,11 @@ export class LoadClient {
       longestGapMs = Math.max(longestGapMs, a.ackAt - last)
       last = a.ackAt
     }
-    const nonLeader = this.acks.filter((a) => !watch.wasLeader(nameOf.get(a.port) ?? '?', a.sentAt, a.ackAt))
+    // "At that moment" is the acknowledgement: a write sent to the leader that answers once the
+    // node lost the lock (a frozen server resuming) counts.
+    const nonLeader = this.acks.filter(
+      (a) => !watch.wasLeader(nameOf.get(a.port) ?? '?', a.ackAt - ackSlackMs, a.ackAt + ackSlackMs),
+    )
     const changes = watch.transitions().slice(1)
     const outsideRace = nonLeader.filter((a) => {
       const last = changes.filter((c) => c.at <= a.ackAt).at(-1)
