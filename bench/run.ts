@@ -261,7 +261,7 @@ function tableRows(r: Results, want: (name: BenchName) => boolean): Row[] {
           bench: 'patroni',
           figure: `${s.fault}, ${s.client}: leader change -> first write ms`,
           value: fmt(s.leaderChangeToFirstAckMs, 0),
-          spread: `fault -> leader ${fmt(s.leaderChangeMs, 0)}, -> first write ${fmt(s.faultToFirstAckMs, 0)}`,
+          spread: `fault -> leader ${fmt(s.leaderChangeMs, 0)}, -> first write ${fmt(s.faultToFirstAckMs, 0)}; writable -> first write ${fmt(s.writableToFirstAckMs, 0)}`,
           target: withSource ? '<= 200' : '',
           status: withSource ? check(s.leaderChangeToFirstAckMs, (v) => v <= 200) : 'n/a',
         })

@@ -260,7 +260,10 @@ export class LoadClient {
     const nameOf = new Map(cluster.nodes.map((n) => [n.port, n.name]))
     const changed = watch.changedAt(oldLeader, faultAt)
     const after = this.acks.filter((a) => a.ackAt >= faultAt)
-    const first = changed ? after.find((a) => nameOf.get(a.port) === changed.leader) : undefined
+    // No leader change (Patroni restarted a killed postmaster): the first write sent after the fault.
+    const first = changed
+      ? after.find((a) => nameOf.get(a.port) === changed.leader)
+      : after.find((a) => a.sentAt >= faultAt)
     let longestGapMs = 0
     let last = faultAt
     for (const a of [...after].sort((x, y) => x.ackAt - y.ackAt)) {
@@ -380,7 +383,7 @@ export async function waitAllRunning(
   await cluster.waitForLeader({ timeoutMs: Math.max(1_000, deadline - Date.now()) })
 }
 
-export type Fault = 'switchover' | 'kill-leader' | 'freeze-leader'
+export type Fault = 'switchover' | 'kill-postmaster' | 'kill-leader' | 'freeze-leader'
 
 export interface ScenarioResult {
   fault: Fault
@@ -420,6 +423,7 @@ export async function runFault(
   const faultAt = Date.now()
   log(`${fault} of ${oldLeader}`)
   if (fault === 'switchover') await cluster.switchover()
+  else if (fault === 'kill-postmaster') await cluster.kill(leaderIndex)
   else if (fault === 'kill-leader') {
     await cluster.killManager(leaderIndex)
     await cluster.kill(leaderIndex)
@@ -427,7 +431,7 @@ export async function runFault(
   // Writes flow again on a leader (bounded).
   const newIndex = await cluster.waitForLeader({
     timeoutMs: 40_000,
-    ...(fault === 'switchover' ? {} : { not: leaderIndex }),
+    ...(fault === 'switchover' || fault === 'kill-postmaster' ? {} : { not: leaderIndex }),
   })
   await new Promise((r) => setTimeout(r, opts.settleMs ?? 1_500))
   for (const c of clients) await c.stop()
