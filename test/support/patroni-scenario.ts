@@ -420,11 +420,14 @@ export async function runFault(
   const watch = new LeaderWatch(cluster)
   for (const c of clients) c.start()
   await new Promise((r) => setTimeout(r, 1_000)) // load before the fault
-  const faultAt = Date.now()
+  let faultAt = Date.now()
   log(`${fault} of ${oldLeader}`)
   if (fault === 'switchover') await cluster.switchover()
-  else if (fault === 'kill-postmaster') await cluster.kill(leaderIndex)
-  else if (fault === 'kill-leader') {
+  else if (fault === 'kill-postmaster') {
+    await cluster.kill(leaderIndex)
+    // No leader change to measure from: the outage starts when the postmaster is gone.
+    faultAt = Date.now()
+  } else if (fault === 'kill-leader') {
     await cluster.killManager(leaderIndex)
     await cluster.kill(leaderIndex)
   } else await cluster.freeze(leaderIndex, opts.freezeMs ?? 14_000)
