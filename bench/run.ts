@@ -25,8 +25,9 @@ import { pgsplitBuild } from './lib/pgsplit.js'
 import { type OverheadResult, runOverhead } from './overhead.js'
 import { type PatroniResult, runPatroni } from './patroni.js'
 import { type PgpoolResult, runPgpool } from './pgpool.js'
+import { runTokens, type TokensResult } from './tokens.js'
 
-const ALL = ['classifier', 'overhead', 'kysely', 'pgpool', 'causal', 'failover', 'patroni'] as const
+const ALL = ['classifier', 'overhead', 'kysely', 'pgpool', 'causal', 'tokens', 'failover', 'patroni'] as const
 type BenchName = (typeof ALL)[number]
 
 interface Args {
@@ -122,6 +123,7 @@ interface Results {
   kysely?: KyselyResult | Failed
   pgpool?: PgpoolResult | Failed
   causal?: CausalResult | Failed
+  tokens?: TokensResult | Failed
   failover?: FailoverResult | Failed
   patroni?: PatroniResult | Failed
 }
@@ -251,6 +253,32 @@ function tableRows(r: Results, want: (name: BenchName) => boolean): Row[] {
       spread: `${fmt(c.readAfterWrite.ratioSpread.min)}..${fmt(c.readAfterWrite.ratioSpread.max)}`,
     })
   }
+  if (want('tokens') && !failed('tokens', 'token read us (write -> insert LSN)', r.tokens)) {
+    const t = ok(r.tokens)!
+    const w = t.reads.writeLsn
+    const i = t.reads.insertLsn
+    add({
+      bench: 'tokens',
+      figure: 'token read us (write -> insert LSN)',
+      value: `${fmt(w.us.median, 1)} -> ${fmt(i.us.median, 1)}`,
+      spread: `${fmt(i.us.min, 1)}..${fmt(i.us.max, 1)}`,
+    })
+    add({
+      figure: '  CPU us/read: client, servers',
+      value: `${fmt(w.clientCpuUs.median, 1)}, ${fmt(w.serverCpuUs.median, 1)} -> ${fmt(i.clientCpuUs.median, 1)}, ${fmt(i.serverCpuUs.median, 1)}`,
+    })
+    add({
+      figure: '  ns: sign, verify, verify 2nd secret',
+      value: `${fmt(t.codecNs.formatSigned.median, 0)}, ${fmt(t.codecNs.verifySigned.median, 0)}, ${fmt(t.codecNs.verifyRotated.median, 0)}`,
+      spread: `plain format/parse ${fmt(t.codecNs.formatPlain.median, 0)}/${fmt(t.codecNs.parsePlain.median, 0)}`,
+    })
+    add({ figure: '  verifyToken, reached token, us', value: fmt(t.verifyCoveredUs.median, 2) })
+    add({
+      figure: '  200 forged tokens refused, ms',
+      value: fmt(t.forgedBurstMs.median, 1),
+      spread: `${fmt(t.forgedBurstMs.min, 1)}..${fmt(t.forgedBurstMs.max, 1)}`,
+    })
+  }
   if (want('patroni') && !failed('patroni', 'leader change -> first write', r.patroni, '<= 200')) {
     const p = ok(r.patroni)!
     if (p.skipped) add({ bench: 'patroni', figure: 'skipped', value: p.reason })
@@ -322,7 +350,7 @@ async function main(): Promise<void> {
   let pgVersion: string | null = null
   await attempt('classifier', () => runClassifier(ctx))
 
-  const needsShared = ['overhead', 'kysely', 'pgpool', 'causal'].some((n) => want(n as BenchName))
+  const needsShared = ['overhead', 'kysely', 'pgpool', 'causal', 'tokens'].some((n) => want(n as BenchName))
   let cluster: TestCluster | null = null
   if (needsShared) {
     const t0 = Date.now()
@@ -345,6 +373,7 @@ async function main(): Promise<void> {
       await attempt('kysely', async () => (await import('./kysely.js')).runKysely(ctx, shared))
       await attempt('pgpool', () => runPgpool(ctx, shared))
       await attempt('causal', () => runCausal(ctx, shared))
+      await attempt('tokens', () => runTokens(ctx, shared))
     }
   } finally {
     await cluster?.destroy()
@@ -392,6 +421,7 @@ async function main(): Promise<void> {
       'failover.maxMs': ok(r.failover)?.maxMs ?? null,
       'causal.writeRatio': ok(r.causal)?.writeRatio ?? null,
       'causal.replicaShare': ok(r.causal)?.replicaShare ?? null,
+      'tokens.readRatio': ok(r.tokens)?.readRatio ?? null,
       'classifier.cachedNs': ok(r.classifier)?.cachedNs ?? null,
       'classifier.uncachedNs': ok(r.classifier)?.uncachedNs ?? null,
     },

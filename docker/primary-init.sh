@@ -18,6 +18,13 @@ CREATE ROLE :"repl_user" WITH LOGIN REPLICATION PASSWORD :'repl_password';
 SQL
 fi
 
+# The replicas' port claims (replica-entrypoint.sh), in the `postgres` database: not the app's.
+psql -v ON_ERROR_STOP=1 --no-psqlrc --username "$POSTGRES_USER" --dbname postgres \
+  --set=repl_user="$REPLICATION_USER" <<'SQL'
+CREATE TABLE pgsplit_replica_claims (port int PRIMARY KEY, claimed_at timestamptz NOT NULL DEFAULT now());
+ALTER TABLE pgsplit_replica_claims OWNER TO :"repl_user";
+SQL
+
 # "host all all all" (added by the image) does not cover replication connections.
 {
   echo ''

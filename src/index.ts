@@ -18,25 +18,30 @@ export type {
   MaxLag,
   NodeConfig,
   NodeInput,
+  PatroniConfig,
   PoolOptions,
   ReadCandidate,
   ReadStrategy,
   ReadStrategyFunction,
   ReadStrategyName,
+  TokensConfig,
 } from './config.js'
 export {
   ClusterEndedError,
   ConfigError,
   InvalidTokenError,
+  type InvalidTokenReason,
   NoPrimaryError,
   NoReplicaAvailableError,
   PgsplitError,
   PoolExhaustedError,
   PrimaryReadOnlyError,
   TimeoutError,
+  TokenAheadError,
   TransactionStatementError,
   WriteOutcomeUnknownError,
 } from './errors.js'
+export type { SourceSnapshot } from './health/topology-follower.js'
 export { redact } from './pools/connection-string.js'
 export type { NodeRole, NodeSnapshot, NodeState } from './pools/node.js'
 export {

@@ -1,6 +1,5 @@
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import { Kysely, sql } from 'kysely'
-import pgsplitFastify, { type PgsplitPluginSettings } from '../../src/fastify/index.js'
 import {
   type Cluster,
   type ClusterConfig,
@@ -9,8 +8,9 @@ import {
   NoReplicaAvailableError,
   TimeoutError,
   WriteOutcomeUnknownError,
-} from '../../src/index.js'
-import { SplitDialect } from '../../src/kysely/index.js'
+} from 'pgsplit'
+import pgsplitFastify, { type PgsplitPluginSettings } from 'pgsplit/fastify'
+import { SplitDialect } from 'pgsplit/kysely'
 import { createMetrics, type QueryKind } from './metrics.js'
 import { type Database, migrate } from './schema.js'
 import { ServerNames } from './served-by.js'
@@ -42,8 +42,16 @@ const idParams = {
   required: ['id'],
   properties: { id: { type: 'integer', minimum: 1, maximum: 2147483647 } },
 } as const
-const name = { type: 'string', minLength: 1, maxLength: 200 } as const
-const email = { type: 'string', minLength: 3, maxLength: 320, pattern: '^[^@\\s]+@[^@\\s]+$' } as const
+// PostgreSQL's text cannot hold NUL (it answers 22021): refused here, as a 400 naming the field.
+const name = { type: 'string', minLength: 1, maxLength: 200, pattern: '^[^\\u0000]*$' } as const
+const email = {
+  type: 'string',
+  minLength: 3,
+  maxLength: 320,
+  pattern: '^[^@\\s\\u0000]+@[^@\\s\\u0000]+$',
+} as const
+/** The deepest page `GET /clients` serves: every number a client sends has a bound. */
+export const MAX_OFFSET = 1_000_000
 /** A whole client (POST, PUT): both fields, nothing else. */
 const clientBody = {
   type: 'object',
@@ -61,6 +69,14 @@ const noClient = (reply: Reply, id: number) =>
 /** 503: the cluster cannot run the query now (no primary, no replica, ended, lost connection). */
 const unavailable = (reply: Reply, code: unknown, message: string) =>
   reply.code(503).send({ error: 'Service Unavailable', code, message })
+
+/** The SQLSTATE of a PostgreSQL error (pg's DatabaseError carries `severity`), else undefined. */
+function sqlState(error: unknown): string | undefined {
+  const { code, severity } = error as { code?: unknown; severity?: unknown }
+  return typeof severity === 'string' && typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code)
+    ? code
+    : undefined
+}
 
 /** The database connection failed (not the SQL): class 08, admin shutdown, or a socket error. */
 function lostConnection(error: unknown): boolean {
@@ -97,6 +113,22 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     throw new TypeError('buildApp: give either cluster or config')
   }
   const app = Fastify({ logger: options.logger ?? false })
+  // Fastify's validator coerces ?offset=Infinity to the number Infinity and lets it through an
+  // integer schema with a maximum (measured, with and without ajv's strictNumbers): refused here.
+  app.addHook('preHandler', async (request, reply) => {
+    for (const [part, values] of [
+      ['querystring', request.query],
+      ['params', request.params],
+    ] as const) {
+      for (const [key, value] of Object.entries((values ?? {}) as Record<string, unknown>)) {
+        if (typeof value === 'number' && !Number.isFinite(value)) {
+          return reply
+            .code(400)
+            .send({ error: 'Bad Request', message: `${part}/${key} must be a finite integer` })
+        }
+      }
+    }
+  })
   const pluginSettings = options.plugin ?? {}
   if (options.cluster !== undefined)
     await app.register(pgsplitFastify, { ...pluginSettings, cluster: options.cluster })
@@ -133,8 +165,14 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
 
   app.setErrorHandler((error: FastifyError, request, reply) => {
     const code = (error as { code?: unknown }).code
-    if (code === '23505')
+    const state = sqlState(error)
+    if (state === '23505')
       return reply.code(409).send({ error: 'Conflict', message: 'email is already taken' })
+    // Class 22 (data exception) and the other integrity violations are caused by what the client
+    // sent: its fault, a 400, with PostgreSQL's reason. Only genuine server faults are 5xx.
+    if (state !== undefined && (state.startsWith('22') || state.startsWith('23'))) {
+      return reply.code(400).send({ error: 'Bad Request', code: state, message: error.message })
+    }
     if (error instanceof WriteOutcomeUnknownError) {
       // Connection lost after the statement was sent: it may have committed. Never retried for you.
       return unavailable(reply, error.code, error.message)
@@ -180,7 +218,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
           type: 'object',
           properties: {
             limit: { type: 'integer', minimum: 1, maximum: 1000, default: 100 },
-            offset: { type: 'integer', minimum: 0, default: 0 },
+            offset: { type: 'integer', minimum: 0, maximum: MAX_OFFSET, default: 0 },
           },
         },
       },

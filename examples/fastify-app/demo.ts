@@ -3,9 +3,9 @@
 // responses and their headers, the cluster's events and topology, times measured here.
 import type { AddressInfo } from 'node:net'
 import type { FastifyInstance } from 'fastify'
+import { type Cluster, type ClusterEvents, createCluster, redact } from 'pgsplit'
+import { startCluster, type TestCluster } from 'pgsplit/testing'
 import { main as pgsplitCli } from '../../src/cli/main.js'
-import { type Cluster, type ClusterEvents, createCluster, redact } from '../../src/index.js'
-import { startCluster, type TestCluster } from '../../src/testing/index.js'
 import { buildApp, NODE_HEADER } from './app.js'
 
 const TOKEN_HEADER = 'x-pgsplit-lsn'

@@ -1,5 +1,5 @@
+import type { Cluster, ClusterEvents } from 'pgsplit'
 import { Counter, Gauge, Registry } from 'prom-client'
-import type { Cluster, ClusterEvents } from '../../src/index.js'
 
 /** Kind of a statement as the app sent it. */
 export type QueryKind = 'read' | 'write'

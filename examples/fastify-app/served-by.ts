@@ -1,5 +1,5 @@
 import { lookup } from 'node:dns/promises'
-import type { Cluster } from '../../src/index.js'
+import type { Cluster } from 'pgsplit'
 
 const LOOPBACK = new Set(['localhost', '127.0.0.1', '::1'])
 const RESOLVE_TTL_MS = 60_000

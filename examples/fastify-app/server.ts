@@ -2,8 +2,8 @@
 //   PGSPLIT_PRIMARY_URL=postgres://...  PGSPLIT_REPLICA_URLS=postgres://...,postgres://...
 //   or PGSPLIT_NODES=postgres://...,postgres://... (roles found by pgsplit)
 //   PORT (default 3000), HOST (default 127.0.0.1), LOG_LEVEL (default info)
-import type { ClusterConfig } from '../../src/index.js'
-import { redact } from '../../src/index.js'
+import type { ClusterConfig } from 'pgsplit'
+import { redact } from 'pgsplit'
 import { buildApp } from './app.js'
 
 // A comma only separates URLs when a new URL follows it (a multi-host URL has commas inside).

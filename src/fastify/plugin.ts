@@ -4,7 +4,8 @@ import fp from 'fastify-plugin'
 import { Cluster } from '../cluster.js'
 import type { ClusterConfig, ConsistencyMode } from '../config.js'
 import { InvalidTokenError, PgsplitError } from '../errors.js'
-import { formatToken, parseToken, type WriteToken } from '../router/consistency.js'
+import { laterToken, type WriteToken } from '../router/consistency.js'
+import { formatPlainToken, MAX_TOKEN_LENGTH, parseTokenText } from '../router/token-codec.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -29,8 +30,11 @@ export interface PgsplitPluginSettings {
    */
   endOnClose?: boolean
   /**
-   * A request whose token header is malformed: `'reject'` (default) answers 400 with code
-   * `PGSPLIT_INVALID_TOKEN`; `'ignore'` serves it without the token (reads may then be stale).
+   * A request whose token is refused (malformed, unsigned while `tokens.requireSigned`, a bad
+   * signature, or past the primary's position): `'reject'` (default) answers 400 with code
+   * `PGSPLIT_INVALID_TOKEN` (`PGSPLIT_TOKEN_AHEAD` for a token past the primary); `'ignore'`
+   * serves it without the token (reads may then be stale). A token that cannot be checked
+   * because no primary answers gets 503 `PGSPLIT_TOKEN_UNCHECKED` either way.
    */
   invalidToken?: 'reject' | 'ignore'
   /**
@@ -73,6 +77,7 @@ const CLUSTER_CONFIG_KEYS: Record<keyof ClusterConfig, true> = {
   writeFunctions: true,
   classifierCacheSize: true,
   discovery: true,
+  tokens: true,
   patroni: true,
 }
 
@@ -84,29 +89,42 @@ function clusterConfigOf(options: PgsplitPluginConfigOptions): ClusterConfig {
   return config as ClusterConfig
 }
 
-function laterOf(a: WriteToken, b: WriteToken): WriteToken {
-  if (a.timeline !== b.timeline) return a.timeline > b.timeline ? a : b
-  return a.lsn >= b.lsn ? a : b
-}
+/** More values than this in one request's token header are refused, unread. */
+const MAX_HEADER_TOKENS = 16
 
 /**
- * The token a request brings, normalized; `null` when absent. Several values (a repeated header,
- * joined with commas by Node, or a client merging tokens) resolve to the latest of them.
- * Throws {@link InvalidTokenError} when any value is malformed.
+ * The token a request brings, in canonical spelling (a signature kept as given); `null` when
+ * absent. Several values (a repeated header, joined with commas by Node, or a client merging
+ * tokens) resolve to the latest of them: the others are covered by it, so only that one's
+ * signature and position need checking (the plugin does, with `db.verifyToken`). Syntax only
+ * here; throws {@link InvalidTokenError} when any value is malformed or there are more than 16.
  */
 export function parseTokenHeader(value: string | string[] | undefined): string | null {
   if (value === undefined) return null
-  const parts = (Array.isArray(value) ? value.join(',') : value)
+  const joined = Array.isArray(value) ? value.join(',') : value
+  if (typeof joined !== 'string' || joined.length > MAX_HEADER_TOKENS * (MAX_TOKEN_LENGTH + 2)) {
+    throw new InvalidTokenError('', 'malformed', 'the token header is too long')
+  }
+  const parts = joined
     .split(',')
     .map((p) => p.trim())
     .filter((p) => p !== '')
   if (parts.length === 0) return null
-  let latest: WriteToken | null = null
-  for (const part of parts) {
-    const token = parseToken(part)
-    latest = latest === null ? token : laterOf(latest, token)
+  if (parts.length > MAX_HEADER_TOKENS) {
+    throw new InvalidTokenError('', 'malformed', `more than ${MAX_HEADER_TOKENS} tokens in one header`)
   }
-  return latest === null ? null : formatToken(latest)
+  let latest: WriteToken | null = null
+  let signature: string | null = null
+  for (const part of parts) {
+    const parsed = parseTokenText(part)
+    if (laterToken(latest, parsed.token) !== latest) {
+      latest = parsed.token
+      signature = parsed.signature
+    }
+  }
+  if (latest === null) return null
+  const plain = formatPlainToken(latest)
+  return signature === null ? plain : `${plain}.${signature}`
 }
 
 interface RequestScope {
@@ -175,10 +193,23 @@ const pgsplitPlugin: FastifyPluginAsync<PgsplitPluginOptions> = async (
   const sessionOptions = { consistency: options.sessionConsistency }
 
   fastify.addHook('onRequest', (request, _reply, done) => {
-    let incoming: string | null = null
-    try {
-      incoming = parseTokenHeader(request.headers[header])
-    } catch (err) {
+    const enter = (incoming: string | null): void => {
+      try {
+        db.session(
+          () => {
+            // The session lives in AsyncLocalStorage; an AsyncResource created inside keeps it so
+            // the later hooks and the handler can be run in it again (see preValidation).
+            const resource = new AsyncResource('pgsplit-request')
+            scopes.set(request, { resource, incoming })
+            resource.runInAsyncScope(done, undefined)
+          },
+          { ...sessionOptions, token: incoming },
+        )
+      } catch (err) {
+        done(err as Error)
+      }
+    }
+    const refused = (err: unknown): void => {
       if (invalidToken === 'reject') {
         done(
           Object.assign(err instanceof InvalidTokenError ? err : new InvalidTokenError(''), {
@@ -187,18 +218,41 @@ const pgsplitPlugin: FastifyPluginAsync<PgsplitPluginOptions> = async (
         )
         return
       }
-      request.log.warn({ header }, 'pgsplit: ignoring a malformed write token')
+      request.log.warn(
+        { header, reason: err instanceof InvalidTokenError ? err.reason : 'malformed' },
+        'pgsplit: ignoring a refused write token',
+      )
+      enter(null)
     }
-    db.session(
-      () => {
-        // The session lives in AsyncLocalStorage; an AsyncResource created inside keeps it so
-        // the later hooks and the handler can be run in it again (see preValidation).
-        const resource = new AsyncResource('pgsplit-request')
-        scopes.set(request, { resource, incoming })
-        resource.runInAsyncScope(done, undefined)
-      },
-      { ...sessionOptions, token: incoming },
-    )
+    let latest: string | null
+    try {
+      latest = parseTokenHeader(request.headers[header])
+    } catch (err) {
+      refused(err)
+      return
+    }
+    if (latest === null) {
+      enter(null)
+      return
+    }
+    // Checked here, before the handler runs: a forged token is answered 400 at once (one
+    // coalesced round trip for a whole burst of them), and never makes a read wait.
+    db.verifyToken(latest).then(enter, (err: unknown) => {
+      if (err instanceof InvalidTokenError) {
+        refused(err)
+        return
+      }
+      done(
+        Object.assign(
+          new PgsplitError(
+            'PGSPLIT_TOKEN_UNCHECKED',
+            'pgsplit/fastify: the write token could not be checked against the primary (none answered); try again',
+            { cause: err },
+          ),
+          { statusCode: 503 },
+        ),
+      )
+    })
   })
 
   // Body parsing runs on the socket's events, whose async context is not always the one

@@ -1,11 +1,16 @@
 import type { ClusterNode } from '../pools/node.js'
 import type { Topology } from '../pools/topology.js'
+import { clusterIdentifier, type ServerIdentity, sameServer } from './identity.js'
 import type { HealthMonitor } from './monitor.js'
 
 export interface PrimaryCandidate {
   name: string
   writable: boolean
   timeline: number | null
+  /** `pg_control_system().system_identifier`; unknown when absent. */
+  systemIdentifier?: string | null
+  /** `pg_postmaster_start_time()` (microseconds, text); unknown when absent. */
+  startedAt?: string | null
 }
 
 export interface PrimaryDecision {
@@ -15,29 +20,60 @@ export interface PrimaryDecision {
   splitBrain: boolean
   /** Writable nodes on an older timeline than the winner: fenced from reads and writes. */
   stale: string[]
+  /** Nodes of another cluster (their identifier is not the expected one): never candidates. */
+  foreign: string[]
+  /** Writable nodes that are the same server as an earlier candidate, under another address. */
+  duplicates: { name: string; of: string }[]
 }
 
 /**
- * Which node is the primary, from what every node said about itself. Exactly one writable
- * node wins. Two or more (an old primary restarted without fencing): the highest timeline wins
- * and the others are stale; a tie on the highest timeline has no winner, because a write to
- * the wrong one of two equals would be lost.
+ * Which node is the primary, from what every node said about itself. Nodes of another cluster
+ * (a `system_identifier` other than `expectedIdentifier`) are no candidates, and a server reached
+ * under two addresses counts once (the first address). Then exactly one writable node wins. Two
+ * or more (an old primary restarted without fencing): the highest timeline wins and the others
+ * are stale; a tie on the highest timeline has no winner, because a write to the wrong one of
+ * two equals would be lost.
  *
  * ```ts
  * choosePrimary([{ name: 'a', writable: true, timeline: 1 }, { name: 'b', writable: true, timeline: 2 }])
- * // { primary: 'b', splitBrain: true, stale: ['a'] }
+ * // { primary: 'b', splitBrain: true, stale: ['a'], foreign: [], duplicates: [] }
  * ```
  */
-export function choosePrimary(candidates: readonly PrimaryCandidate[]): PrimaryDecision {
-  const writable = candidates.filter((c) => c.writable)
-  if (writable.length === 0) return { primary: null, splitBrain: false, stale: [] }
-  if (writable.length === 1) return { primary: writable[0]!.name, splitBrain: false, stale: [] }
+export function choosePrimary(
+  candidates: readonly PrimaryCandidate[],
+  expectedIdentifier: string | null = null,
+): PrimaryDecision {
+  const foreign: string[] = []
+  const duplicates: { name: string; of: string }[] = []
+  const writable: PrimaryCandidate[] = []
+  for (const c of candidates) {
+    const id = c.systemIdentifier ?? null
+    if (expectedIdentifier !== null && id !== null && id !== expectedIdentifier) {
+      foreign.push(c.name)
+      continue
+    }
+    if (!c.writable) continue
+    const twin = writable.find((w) => sameServer(identityOf(w), identityOf(c)))
+    if (twin !== undefined) duplicates.push({ name: c.name, of: twin.name })
+    else writable.push(c)
+  }
+  const base = { foreign, duplicates }
+  if (writable.length === 0) return { primary: null, splitBrain: false, stale: [], ...base }
+  if (writable.length === 1) return { primary: writable[0]!.name, splitBrain: false, stale: [], ...base }
   const sorted = [...writable].sort((a, b) => (b.timeline ?? -1) - (a.timeline ?? -1))
   const [first, second] = sorted as [PrimaryCandidate, PrimaryCandidate]
   if (first.timeline === null || first.timeline === second.timeline) {
-    return { primary: null, splitBrain: true, stale: [] }
+    return { primary: null, splitBrain: true, stale: [], ...base }
   }
-  return { primary: first.name, splitBrain: true, stale: sorted.slice(1).map((c) => c.name) }
+  return { primary: first.name, splitBrain: true, stale: sorted.slice(1).map((c) => c.name), ...base }
+}
+
+function identityOf(c: PrimaryCandidate): ServerIdentity {
+  return {
+    systemIdentifier: c.systemIdentifier ?? null,
+    startedAt: c.startedAt ?? null,
+    timeline: c.timeline,
+  }
 }
 
 export interface DiscoveryEvents {
@@ -133,6 +169,8 @@ export class Discovery {
       name: node.name,
       writable: result !== null && !result.inRecovery,
       timeline: result?.timeline ?? null,
+      systemIdentifier: result?.systemIdentifier ?? null,
+      startedAt: result?.startedAt ?? null,
     }))
     const leader = this.#authority()
     if (leader !== undefined) {
@@ -147,7 +185,17 @@ export class Discovery {
         }
       }
     }
-    const decision = choosePrimary(candidates)
+    // The cluster's identity: established by a primary before, else the one most nodes share
+    // (a `nodes: [...]` list with a stranger in it); on a tie nothing is foreign yet.
+    const expected =
+      this.#topology.systemIdentifier ??
+      clusterIdentifier(
+        candidates
+          .filter((c) => c.systemIdentifier !== null)
+          .map((c) => ({ systemIdentifier: c.systemIdentifier! })),
+        null,
+      )
+    const decision = choosePrimary(candidates, expected)
     const old = this.#topology.primary
 
     if (decision.splitBrain) {
@@ -185,9 +233,14 @@ export class Discovery {
     }
 
     const next = this.#topology.find(decision.primary)!
+    this.#topology.establishIdentity(expected)
+    this.#monitor.classifyIdentities()
     if (next !== old) {
       // Writes are blocked between here and setPrimary only by the synchronous code below.
       this.#topology.setPrimary(next)
+      this.#monitor.classifyIdentities()
+      // Replicas were measured against the old primary: measure them against this one now.
+      void this.#monitor.requestRound()
       if (old !== null && this.#lostAt === null) this.#markLost(old.name, reason)
       const from = old?.name ?? this.#lostName
       const durationMs = this.#lostAt === null ? 0 : Date.now() - this.#lostAt

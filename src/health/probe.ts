@@ -2,12 +2,19 @@ import pg from 'pg'
 import { redact } from '../pools/connection-string.js'
 import type { ClusterNode } from '../pools/node.js'
 import { parseLsn } from '../pools/node.js'
+import { isConnectionLevel } from '../pools/outcome.js'
+import { replicaTimeline } from './timeline.js'
 
 /** What one probe round trip tells about a node. */
 export interface ProbeResult {
   inRecovery: boolean
-  /** Primary: its timeline from the current WAL file name; replica: the timeline it receives. */
+  /**
+   * Primary: its timeline from the current WAL file name (exact). Replica: the timeline it
+   * streams, else the control file's lower bound (see health/timeline.ts); null when unknown.
+   */
   timeline: number | null
+  /** True when `timeline` is exact (a primary, or a streaming receiver); false for a lower bound. */
+  timelineExact: boolean
   /** Primary: pg_current_wal_lsn(). Replica: pg_last_wal_replay_lsn(). */
   lsn: bigint | null
   receiveLsn: bigint | null
@@ -15,6 +22,12 @@ export interface ProbeResult {
   nowMs: number
   replayPaused: boolean
   heartbeatMs: number | null
+  /** `pg_control_system().system_identifier`, as text (a 64-bit number). */
+  systemIdentifier: string | null
+  /** `pg_postmaster_start_time()` in microseconds since the epoch, as text. */
+  startedAt: string | null
+  /** Local clock when the probe was sent: the primary's position was read after it. */
+  sentAtMs: number
   latencyMs: number
 }
 
@@ -22,7 +35,11 @@ export interface ProbeResult {
  * One round trip that answers every question the monitor and discovery ask. The CASEs keep
  * primary-only functions (pg_current_wal_lsn, pg_walfile_name) from running on a standby,
  * where they raise errors. The timeline of a primary comes from its WAL file name:
- * pg_control_checkpoint() lags behind a promotion until the next checkpoint.
+ * pg_control_checkpoint() lags behind a promotion until the next checkpoint. A standby's
+ * timeline comes from its streaming WAL receiver, else from its control file (a lower bound;
+ * health/timeline.ts says why both and what each proves). Each control-file function is called
+ * once (a composite's fields read as `(f()).x` would call it once per field). The start time is
+ * read as an integer so that no session's TimeZone or DateStyle changes its text.
  */
 function probeSql(heartbeatTable: string | null): string {
   const heartbeat = heartbeatTable
@@ -30,13 +47,17 @@ function probeSql(heartbeatTable: string | null): string {
     : 'NULL::float8'
   return `/* pgsplit probe */ SELECT r AS in_recovery,
   CASE WHEN r THEN NULL ELSE pg_current_wal_lsn()::text END AS wal_lsn,
-  CASE WHEN r THEN (SELECT received_tli FROM pg_stat_wal_receiver LIMIT 1)
-       ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END AS timeline,
+  CASE WHEN r THEN NULL ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END AS timeline,
+  CASE WHEN r THEN (SELECT received_tli FROM pg_stat_wal_receiver WHERE status = 'streaming' LIMIT 1) END AS received_tli,
+  CASE WHEN r THEN greatest((SELECT timeline_id FROM pg_control_checkpoint()),
+                            (SELECT min_recovery_end_timeline FROM pg_control_recovery())) END AS control_tli,
   CASE WHEN r THEN pg_last_wal_replay_lsn()::text END AS replay_lsn,
   CASE WHEN r THEN pg_last_wal_receive_lsn()::text END AS receive_lsn,
   CASE WHEN r THEN (extract(epoch FROM pg_last_xact_replay_timestamp()) * 1000)::float8 END AS replay_ts,
   (extract(epoch FROM clock_timestamp()) * 1000)::float8 AS now_ms,
   CASE WHEN r THEN pg_is_wal_replay_paused() ELSE false END AS paused,
+  (SELECT system_identifier::text FROM pg_control_system()) AS system_id,
+  (extract(epoch FROM pg_postmaster_start_time()) * 1000000)::bigint::text AS started_us,
   ${heartbeat} AS heartbeat_ms
 FROM (SELECT pg_is_in_recovery() AS r) s`
 }
@@ -45,11 +66,15 @@ interface ProbeRow {
   in_recovery: boolean
   wal_lsn: string | null
   timeline: number | null
+  received_tli: number | null
+  control_tli: number | null
   replay_lsn: string | null
   receive_lsn: string | null
   replay_ts: number | null
   now_ms: number
   paused: boolean
+  system_id: string | null
+  started_us: string | null
   heartbeat_ms: number | null
 }
 
@@ -149,6 +174,8 @@ export class NodeProber {
           throw new Error('prober ended')
         }
         this.#client = client
+        // allowExitOnIdle: an idle monitor socket never keeps the process alive (as pg.Pool's idle clients).
+        if (this.#exitOnIdle) (client as unknown as { unref(): void }).unref()
         return client
       })
       .catch((err: unknown) => {
@@ -168,11 +195,21 @@ export class NodeProber {
   }
 
   /** Runs `sql` on the monitor's connection within the probe timeout. */
+  get #exitOnIdle(): boolean {
+    return (this.#node.connectionConfig as { allowExitOnIdle?: boolean }).allowExitOnIdle === true
+  }
+
   async query<R extends pg.QueryResultRow>(sql: string, values?: unknown[]): Promise<R[]> {
     const work = (async () => {
       const client = await this.#connect()
-      const result = await client.query<R>(sql, values)
-      return result.rows
+      // allowExitOnIdle: the socket holds the process only while a probe is in flight.
+      const socket = client as unknown as { ref(): void; unref(): void }
+      if (this.#exitOnIdle) socket.ref()
+      try {
+        return (await client.query<R>(sql, values)).rows
+      } finally {
+        if (this.#exitOnIdle) socket.unref()
+      }
     })()
     try {
       return await withDeadline(work, this.#timeoutMs, `probe of ${this.#node.name}`, () => this.#drop())
@@ -193,6 +230,7 @@ export class NodeProber {
       this.#heartbeatTable = this.#configuredHeartbeat
       this.#sql = probeSql(this.#configuredHeartbeat)
     }
+    const sentAtMs = Date.now()
     const started = performance.now()
     let rows: ProbeRow[]
     try {
@@ -208,15 +246,23 @@ export class NodeProber {
     }
     const row = rows[0]
     if (row === undefined) throw new Error('probe returned no row')
+    const standby = replicaTimeline(
+      row.received_tli === null ? null : Number(row.received_tli),
+      row.control_tli === null ? null : Number(row.control_tli),
+    )
     return {
       inRecovery: row.in_recovery,
-      timeline: row.timeline === null ? null : Number(row.timeline),
+      timeline: row.in_recovery ? standby.timeline : row.timeline === null ? null : Number(row.timeline),
+      timelineExact: row.in_recovery ? standby.exact : row.timeline !== null,
       lsn: parseLsn(row.in_recovery ? row.replay_lsn : row.wal_lsn),
       receiveLsn: parseLsn(row.receive_lsn),
       replayTimestampMs: row.replay_ts,
       nowMs: row.now_ms,
       replayPaused: row.paused,
       heartbeatMs: row.heartbeat_ms,
+      systemIdentifier: row.system_id,
+      startedAt: row.started_us,
+      sentAtMs,
       latencyMs: Math.round((performance.now() - started) * 100) / 100,
     }
   }
@@ -227,33 +273,20 @@ export class NodeProber {
   }
 }
 
-/** An error that says the connection (not the SQL) failed. */
+/**
+ * An error that says the connection (not the SQL) failed, for the monitor and discovery: the
+ * outcome rule's connection failures, plus a recovery conflict's FATAL form (57P04) and the
+ * client-side timeouts of probes and queries (the node did not answer in time).
+ */
 export function isConnectionError(err: unknown): boolean {
-  if (typeof err !== 'object' || err === null) return false
-  const e = err as { code?: unknown; message?: unknown }
-  const code = typeof e.code === 'string' ? e.code : ''
-  if (code.startsWith('08')) return true // connection_exception class
-  if (['57P01', '57P02', '57P03', '57P04'].includes(code)) return true
-  if (
-    [
-      'ECONNREFUSED',
-      'ECONNRESET',
-      'EPIPE',
-      'ETIMEDOUT',
-      'EHOSTUNREACH',
-      'ENETUNREACH',
-      'ENOTFOUND',
-      'EAI_AGAIN',
-    ].includes(code)
-  ) {
-    return true
-  }
-  const message = typeof e.message === 'string' ? e.message : ''
+  if (isConnectionLevel(err)) return true
+  const code = (err as { code?: unknown } | null)?.code
+  if (code === '57P04') return true
+  const message = (err as { message?: unknown } | null)?.message
   return (
-    code === '' &&
-    /Connection terminated|not queryable|timed out|timeout exceeded|Query read timeout|connection timeout|ECONNREFUSED|ECONNRESET|socket hang up/i.test(
-      message,
-    )
+    (code === undefined || code === '') &&
+    typeof message === 'string' &&
+    /not queryable|timed out|timeout exceeded|Query read timeout/i.test(message)
   )
 }
 

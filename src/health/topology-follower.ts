@@ -1,4 +1,4 @@
-import { type NodeInput, type NormalizedConfig, normalizeAddedNode } from '../config.js'
+import { type NodeInput, type NormalizedConfig, normalizeNodeList } from '../config.js'
 import type { ClusterNode } from '../pools/node.js'
 import { PatroniSource } from './patroni-source.js'
 import { FunctionSource, type SourceMember, type SourceView, type TopologySource } from './topology-source.js'
@@ -11,12 +11,12 @@ export function createTopologyFollower(
   config: NormalizedConfig,
   host: FollowerHost,
 ): TopologyFollower | null {
-  if (config.patroni !== null) {
-    const p = config.patroni
+  const p = config.patroni
+  if (p !== undefined) {
     return new TopologyFollower(
       new PatroniSource({
         urls: p.urls,
-        auth: p.auth,
+        auth: p.username === undefined ? undefined : { username: p.username, password: p.password },
         intervalMs: p.intervalMs,
         timeoutMs: p.timeoutMs,
         template: p.template,
@@ -24,15 +24,18 @@ export function createTopologyFollower(
       host,
     )
   }
-  if (config.nodesFunction !== null) {
+  if (config.nodeSource !== undefined) {
     return new TopologyFollower(
-      new FunctionSource(config.nodesFunction, {
+      new FunctionSource(config.nodeSource, {
         intervalMs: config.discovery.intervalMs,
         timeoutMs: config.failover.timeoutMs,
-        describe: (input) => {
-          const n = normalizeAddedNode(input, config.pool, 'nodes()')
-          return { name: n.name, host: n.address.host, port: n.address.port }
-        },
+        // The config's own check of a node list (each node, no server or name twice).
+        describe: (inputs) =>
+          normalizeNodeList(inputs, config.pool).map((n) => ({
+            name: n.name,
+            host: n.address.host,
+            port: n.address.port,
+          })),
       }),
       host,
     )
@@ -176,7 +179,7 @@ export class TopologyFollower {
     this.#checkLeader(view)
     for (const node of this.#host.nodes()) {
       const member = view.members.find((m) => m.host === node.host && m.port === node.port)
-      node.noReads = member?.noLoadBalance === true
+      node.noLoadBalance = member?.noLoadBalance === true
     }
     // Membership changes run one at a time; a view that arrives meanwhile waits (only the newest).
     if (this.#applying !== null) {
@@ -221,7 +224,7 @@ export class TopologyFollower {
         const added = this.#nodeOf(member)
         if (added !== undefined) {
           this.#followed.add(added.name)
-          added.noReads = member.noLoadBalance
+          added.noLoadBalance = member.noLoadBalance
         }
       } catch (err) {
         this.#host.sourceEvent({

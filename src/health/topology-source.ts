@@ -57,7 +57,7 @@ export class FunctionSource implements TopologySource {
   readonly #read: () => Promise<NodeInput[]>
   readonly #intervalMs: number
   readonly #timeoutMs: number
-  readonly #describe: (input: NodeInput) => { name: string; host: string; port: number }
+  readonly #describe: (inputs: unknown) => { name: string; host: string; port: number }[]
   #view: SourceView | null = null
   #healthy = true
   #lastError: string | null = null
@@ -72,8 +72,8 @@ export class FunctionSource implements TopologySource {
     opts: {
       intervalMs: number
       timeoutMs: number
-      /** Name and address of an input, as the config normalizes it (throws on a bad one). */
-      describe: (input: NodeInput) => { name: string; host: string; port: number }
+      /** Name and address of each input, as the config normalizes the list (throws on a bad one). */
+      describe: (inputs: unknown) => { name: string; host: string; port: number }[]
     },
   ) {
     this.#read = read
@@ -131,12 +131,11 @@ export class FunctionSource implements TopologySource {
           )
         }),
       ])
-      if (!Array.isArray(inputs)) throw new TypeError('nodes() must resolve to an array of node inputs')
-      const members = inputs.map((input): SourceMember => {
-        const { name, host, port } = this.#describe(input)
+      const described = this.#describe(inputs)
+      const members = described.map(({ name, host, port }, i): SourceMember => {
         return {
           name,
-          input,
+          input: inputs[i]!,
           host,
           port,
           role: 'unknown',

@@ -25,10 +25,12 @@ function registry(): WeakSet<QueryId> {
 }
 
 const forced = registry()
+/** Kysely 0.27 compiles no queryId: the root node the plugin saw marks the query there. */
+const forcedNodes = new WeakSet<object>()
 
 /** True when the query was built through {@link primary} (or a Kysely with {@link PrimaryPlugin}). */
-export function isForcedToPrimary(queryId: QueryId): boolean {
-  return forced.has(queryId)
+export function isForcedToPrimary(queryId: QueryId | undefined, root?: object): boolean {
+  return (queryId !== undefined && forced.has(queryId)) || (root !== undefined && forcedNodes.has(root))
 }
 
 /**
@@ -42,7 +44,8 @@ export function isForcedToPrimary(queryId: QueryId): boolean {
  */
 export class PrimaryPlugin implements KyselyPlugin {
   transformQuery(args: PluginTransformQueryArgs): RootOperationNode {
-    forced.add(args.queryId)
+    if (args.queryId !== undefined) forced.add(args.queryId)
+    forcedNodes.add(args.node)
     return args.node
   }
 

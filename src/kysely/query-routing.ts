@@ -1,10 +1,5 @@
 import type { CompiledQuery, OperationNode } from 'kysely'
-import { type Classification, classify } from '../index.js'
-
-/** Options of the SQL classifier: user functions that write (as `ClusterConfig.writeFunctions`). */
-export interface ClassifierOptions {
-  writeFunctions?: readonly string[]
-}
+import type { Classification } from '../index.js'
 
 /**
  * Where a compiled Kysely query runs, decided from its root operation node.
@@ -22,8 +17,32 @@ export interface QueryRoute {
   readonly transactionControl?: Classification['transactionControl']
 }
 
+/** Not pinned: the cluster routes it (a read to a replica, a write through its write path). */
 const READ: QueryRoute = Object.freeze({ pin: false })
 const WRITE: QueryRoute = Object.freeze({ pin: true })
+/** Writes that leave nothing in the session: through the cluster's write path, unpinned. */
+const CLUSTER_WRITE: QueryRoute = READ
+/** Roots whose statement changes data or the schema and nothing in the session (unless TEMP). */
+const SESSIONLESS_WRITES = new Set([
+  'InsertQueryNode',
+  'UpdateQueryNode',
+  'DeleteQueryNode',
+  'MergeQueryNode',
+  'CreateTableNode',
+  'AlterTableNode',
+  'DropTableNode',
+  'CreateIndexNode',
+  'DropIndexNode',
+  'CreateSchemaNode',
+  'DropSchemaNode',
+  'CreateViewNode',
+  'DropViewNode',
+  'CreateTypeNode',
+  'DropTypeNode',
+  'RefreshMaterializedViewNode',
+  'CreateSequenceNode',
+  'DropSequenceNode',
+])
 
 const DATA_MODIFYING = new Set(['InsertQueryNode', 'UpdateQueryNode', 'DeleteQueryNode', 'MergeQueryNode'])
 const ROW_LOCKS = new Set(['ForUpdate', 'ForNoKeyUpdate', 'ForShare', 'ForKeyShare'])
@@ -84,22 +103,18 @@ function remember<V>(cache: Map<string, V>, max: number, key: string, value: V):
  * (microseconds per query) runs once per text.
  */
 export class SqlClassifierCache {
-  readonly #options: ClassifierOptions
-  readonly #cache = new Map<string, Classification>()
+  readonly #classify: (sql: string) => Classification
   readonly #selects = new Map<string, QueryRoute>()
   readonly #max: number
 
-  constructor(options: ClassifierOptions = {}, max = 2000) {
-    this.#options = options
+  /** `classify`: the cluster's own (cached) classifier, so there is one cache per cluster. */
+  constructor(classify: (sql: string) => Classification, max = 2000) {
+    this.#classify = classify
     this.#max = max
   }
 
   classify(sql: string): Classification {
-    const hit = this.#cache.get(sql)
-    if (hit !== undefined) return hit
-    const result = classify(sql, this.#options)
-    remember(this.#cache, this.#max, sql, result)
-    return result
+    return this.#classify(sql)
   }
 
   selectRoute(sql: string): QueryRoute | undefined {
@@ -134,14 +149,21 @@ export function routeQuery(query: CompiledQuery, classifier: SqlClassifierCache)
       const known = classifier.selectRoute(query.sql)
       if (known !== undefined) return known
       const scan = scanSelect(node)
-      if (scan === 'write') return classifier.rememberSelect(query.sql, WRITE)
+      // FOR UPDATE / a writing CTE: the cluster's classifier sees the same in the text.
+      if (scan === 'write') return classifier.rememberSelect(query.sql, CLUSTER_WRITE)
       if (scan === 'opaque')
         return classifier.rememberSelect(query.sql, fromClassification(classifier.classify(query.sql)))
       return classifier.rememberSelect(query.sql, READ)
     }
     case 'RawNode':
       return fromClassification(classifier.classify(query.sql))
+    case 'CreateTableNode':
+      // A TEMP table lives in the session: the connection pins a primary client for it.
+      return (node as { temporary?: boolean }).temporary === true ||
+        /^\s*create\s+(local\s+|global\s+)?temp/i.test(query.sql)
+        ? WRITE
+        : CLUSTER_WRITE
     default:
-      return WRITE
+      return SESSIONLESS_WRITES.has(node.kind) ? CLUSTER_WRITE : WRITE
   }
 }

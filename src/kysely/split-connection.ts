@@ -5,6 +5,7 @@ import type {
   PostgresCursorConstructor,
   QueryResult,
 } from 'kysely'
+
 import type pg from 'pg'
 import type { QueryOptions } from '../index.js'
 import { isForcedToPrimary } from './primary.js'
@@ -65,6 +66,8 @@ export class SplitConnection implements DatabaseConnection {
   #client: pg.PoolClient | null = null
   #pinning: Promise<pg.PoolClient> | null = null
   #inTransaction = false
+  /** Aborts the unpinned statement in flight (Kysely's cancel query / kill session). */
+  #inflight: AbortController | null = null
 
   constructor(
     cluster: ConnectionCluster,
@@ -86,10 +89,16 @@ export class SplitConnection implements DatabaseConnection {
       const route = routeQuery(compiledQuery, this.#classifier)
       const config: pg.QueryConfig = { text: compiledQuery.sql, values: [...compiledQuery.parameters] }
       if (this.#client === null && !route.pin) {
-        const options: QueryOptions | undefined = isForcedToPrimary(compiledQuery.queryId)
-          ? { role: 'primary' }
-          : undefined
-        return toQueryResult<R>(await this.#cluster.query(config, options))
+        const controller = new AbortController()
+        this.#inflight = controller
+        const options: QueryOptions = isForcedToPrimary(compiledQuery.queryId, compiledQuery.query)
+          ? { role: 'primary', signal: controller.signal }
+          : { signal: controller.signal }
+        try {
+          return toQueryResult<R>(await this.#cluster.query(config, options))
+        } finally {
+          if (this.#inflight === controller) this.#inflight = null
+        }
       }
       const client = this.#client ?? (await this.#pin())
       let result: pg.QueryResult
@@ -126,7 +135,7 @@ export class SplitConnection implements DatabaseConnection {
     if (this.#client === null && !route.pin) {
       // Through the cluster: it checks out a replica client (or the primary when forced or none
       // is healthy), submits the cursor, and releases the client when the cursor ends or closes.
-      const options: QueryOptions | undefined = isForcedToPrimary(compiledQuery.queryId)
+      const options: QueryOptions | undefined = isForcedToPrimary(compiledQuery.queryId, compiledQuery.query)
         ? { role: 'primary' }
         : undefined
       cursor = this.#cluster.query(created, options)
@@ -143,6 +152,30 @@ export class SplitConnection implements DatabaseConnection {
     } finally {
       await cursor.close()
     }
+  }
+
+  /** Kysely 0.29's `inflightQueryAbortStrategy: 'cancel query'`: cancels the statement in flight. */
+  async cancelQuery(): Promise<void> {
+    await this.#signal('cancel')
+  }
+
+  /** Kysely 0.29's `inflightQueryAbortStrategy: 'kill session'`: ends the session in flight. */
+  async killSession(): Promise<void> {
+    await this.#signal('terminate')
+  }
+
+  async #signal(how: 'cancel' | 'terminate'): Promise<void> {
+    const client = this.#client
+    if (client === null) {
+      // Unpinned: the cluster knows which backend runs it and signals it on that node.
+      this.#inflight?.abort(how)
+      return
+    }
+    // Pinned: a primary client whose backend pid is known.
+    const pid = (client as unknown as { processID?: number }).processID
+    if (typeof pid !== 'number') return
+    const fn = how === 'terminate' ? 'pg_terminate_backend' : 'pg_cancel_backend'
+    await this.#cluster.query({ text: `SELECT ${fn}($1)`, values: [pid] }, { role: 'primary' })
   }
 
   async #pin(): Promise<pg.PoolClient> {
@@ -189,5 +222,26 @@ export class SplitConnection implements DatabaseConnection {
     client.release(
       inTransaction ? new Error('pgsplit/kysely: connection released inside a transaction') : undefined,
     )
+  }
+}
+
+/**
+ * A physical pg client as a Kysely connection, for `onCreateConnection`: its statements run on
+ * that client, whatever node it belongs to (session settings for every connection).
+ */
+export class PhysicalConnection implements DatabaseConnection {
+  readonly #client: pg.PoolClient
+
+  constructor(client: pg.PoolClient) {
+    this.#client = client
+  }
+
+  async executeQuery<R>(compiledQuery: CompiledQuery): Promise<QueryResult<R>> {
+    return toQueryResult<R>(await this.#client.query(compiledQuery.sql, [...compiledQuery.parameters]))
+  }
+
+  // biome-ignore lint/correctness/useYield: a connection being set up streams nothing
+  async *streamQuery<R>(): AsyncIterableIterator<QueryResult<R>> {
+    throw new Error('pgsplit/kysely: streaming is not available inside onCreateConnection')
   }
 }

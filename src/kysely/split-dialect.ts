@@ -11,14 +11,14 @@ import {
   PostgresQueryCompiler,
   type QueryCompiler,
 } from 'kysely'
-import type { Cluster, ClusterConfig } from '../index.js'
+import { type Cluster, type ClusterConfig, ConfigError } from '../index.js'
 import { type ClusterSource, type DriverOptions, SplitDriver } from './split-driver.js'
 
 /**
  * The part of a {@link Cluster} the dialect uses. Structural, so that a Cluster from `'pgsplit'`
  * fits whichever copy of the types `'pgsplit/kysely'` was built with.
  */
-export type SplitCluster = Pick<Cluster, 'query' | 'connect' | 'end'>
+export type SplitCluster = Pick<Cluster, 'query' | 'connect' | 'end' | 'classify' | 'addConnectHook'>
 
 /** Options shared by both forms of {@link SplitDialectConfig}, as in Kysely's `PostgresDialectConfig`. */
 export interface SplitDialectOptions {
@@ -49,6 +49,8 @@ export interface SplitDialectClusterConfig extends SplitDialectOptions {
   /** End the cluster when a Kysely instance of this dialect is destroyed. Default `false`. */
   ownsCluster?: boolean
   /**
+   * Not allowed with a given cluster (a ConfigError): the cluster's one classifier decides, so
+   * set `writeFunctions` on the cluster. (Kept so old configs fail loudly, not silently.)
    * User functions that write, as the cluster's `writeFunctions`: raw SQL calling them pins the
    * connection to the primary (the cluster routes them to the primary either way).
    */
@@ -109,8 +111,15 @@ export class SplitDialect implements Dialect {
     let source: ClusterSource
     if (this.#config.cluster !== undefined) {
       const { cluster, ownsCluster, writeFunctions } = this.#config
+      if (writeFunctions !== undefined) {
+        // One classifier per cluster: a second list here would route the same text two ways.
+        throw new ConfigError(
+          'SplitDialect.writeFunctions',
+          'is set on the cluster with a given cluster: createCluster({ writeFunctions: [...] })',
+        )
+      }
       source = { cluster, owns: ownsCluster === true }
-      return new SplitDriver(source, writeFunctions === undefined ? options : { ...options, writeFunctions })
+      return new SplitDriver(source, options)
     }
     const {
       cluster: _cluster,

@@ -9,13 +9,16 @@ import {
   RawNode,
   type TransactionSettings,
 } from 'kysely'
-import { type ClusterConfig, createCluster } from '../index.js'
+import type pg from 'pg'
+import { type Classification, type ClusterConfig, createCluster } from '../index.js'
 import { SqlClassifierCache } from './query-routing.js'
-import { type ConnectionCluster, SplitConnection } from './split-connection.js'
+import { type ConnectionCluster, PhysicalConnection, SplitConnection } from './split-connection.js'
 
 /** The part of a Cluster the driver uses. */
 export interface DriverCluster extends ConnectionCluster {
   end(): Promise<void>
+  classify(sql: string): Classification
+  addConnectHook(hook: (client: pg.PoolClient, node: string) => Promise<void> | void): () => void
 }
 
 /** Where the driver's Cluster comes from. */
@@ -28,7 +31,6 @@ export interface DriverOptions {
   readonly cursor?: PostgresCursorConstructor
   readonly onCreateConnection?: (connection: DatabaseConnection) => Promise<void>
   readonly onReserveConnection?: (connection: DatabaseConnection) => Promise<void>
-  readonly writeFunctions?: readonly string[]
 }
 
 function savepointCommand(command: string, name: string): RawNode {
@@ -38,25 +40,23 @@ function savepointCommand(command: string, name: string): RawNode {
 
 /**
  * Kysely driver over a pgsplit Cluster. Connections it hands out are {@link SplitConnection}s: lazy,
- * routed per statement until something pins them to a primary client. Idle connection objects are
- * reused, so `onCreateConnection` runs once per connection object, as PostgresDriver runs it once
- * per pg client.
+ * routed per statement until something pins them to a primary client. `onCreateConnection` runs
+ * once per physical client of every node (the cluster's connect hook), as PostgresDriver runs it
+ * once per pg client; statements are classified by the cluster's one classifier cache.
  */
 export class SplitDriver implements Driver {
   readonly #source: ClusterSource
   readonly #options: DriverOptions
-  readonly #classifier: SqlClassifierCache
   readonly #idle: SplitConnection[] = []
+  #classifier: SqlClassifierCache | null = null
   #cluster: DriverCluster | null = null
+  #unhook: (() => void) | null = null
   #owns = false
   #destroyed = false
 
   constructor(source: ClusterSource, options: DriverOptions) {
     this.#source = source
     this.#options = options
-    const writeFunctions =
-      options.writeFunctions ?? ('config' in source ? source.config.writeFunctions : undefined)
-    this.#classifier = new SqlClassifierCache(writeFunctions === undefined ? {} : { writeFunctions })
   }
 
   /** Takes the given cluster, or creates this driver's own from the config (no I/O wait: it connects in the background). */
@@ -69,24 +69,19 @@ export class SplitDriver implements Driver {
       this.#cluster = this.#source.cluster
       this.#owns = this.#source.owns
     }
+    const cluster = this.#cluster
+    this.#classifier = new SqlClassifierCache((sql) => cluster.classify(sql))
+    const onCreate = this.#options.onCreateConnection
+    if (onCreate !== undefined) {
+      this.#unhook = cluster.addConnectHook((client) => onCreate(new PhysicalConnection(client)))
+    }
   }
 
   async acquireConnection(): Promise<DatabaseConnection> {
     const cluster = this.#cluster
     if (this.#destroyed || cluster === null) throw new Error('driver has already been destroyed')
-    let connection = this.#idle.pop()
-    if (connection === undefined) {
-      const created = new SplitConnection(cluster, this.#classifier, this.#options.cursor ?? null)
-      if (this.#options.onCreateConnection !== undefined) {
-        try {
-          await this.#options.onCreateConnection(created)
-        } catch (err) {
-          created.release()
-          throw err
-        }
-      }
-      connection = created
-    }
+    const connection =
+      this.#idle.pop() ?? new SplitConnection(cluster, this.#classifier!, this.#options.cursor ?? null)
     if (this.#options.onReserveConnection !== undefined) {
       try {
         await this.#options.onReserveConnection(connection)
@@ -155,6 +150,8 @@ export class SplitDriver implements Driver {
   async destroy(): Promise<void> {
     this.#destroyed = true
     this.#idle.length = 0
+    this.#unhook?.()
+    this.#unhook = null
     const cluster = this.#cluster
     this.#cluster = null
     if (cluster !== null && this.#owns) await cluster.end()

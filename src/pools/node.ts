@@ -1,9 +1,37 @@
 import pg from 'pg'
 import type { MaxLag, NormalizedNode, ReadCandidate } from '../config.js'
 import type { NodeAddress } from './connection-string.js'
+import { notSentError, type PendingAcquire } from './lease.js'
 
 export type NodeRole = 'primary' | 'replica' | 'unknown'
 export type NodeState = 'unknown' | 'up' | 'down'
+
+/** How a replica's timeline compares to the primary's (see health/timeline.ts). */
+export type TimelineState = 'current' | 'older' | 'newer' | 'unknown'
+
+/**
+ * Why a node takes no replica reads now (`null`: it takes them). In the order they are checked:
+ * `down` (last probes failed or none yet), `foreign` (another cluster's `system_identifier`),
+ * `duplicate` (the same server as an earlier node, under another address), `not-replica` (the
+ * primary, or a role not known), `fenced` (a stale writable old primary), `unmeasured` (no probe
+ * has measured its timeline and lag since it was added, came back, or the primary changed),
+ * `diverged` (it replayed WAL the primary does not have), `timeline` (not provably on the
+ * primary's timeline), `lagging` (beyond maxLag), `suspect` (a read just failed there), `weight`
+ * (weight 0), `noloadbalance` (a topology source said so: Patroni's `noloadbalance` tag).
+ */
+export type NoReadsReason =
+  | 'down'
+  | 'foreign'
+  | 'duplicate'
+  | 'not-replica'
+  | 'fenced'
+  | 'unmeasured'
+  | 'diverged'
+  | 'timeline'
+  | 'lagging'
+  | 'suspect'
+  | 'weight'
+  | 'noloadbalance'
 
 /** What `topology()` shows of a node. Plain data: safe to log or serialize (no password). */
 export interface NodeSnapshot {
@@ -16,9 +44,25 @@ export interface NodeSnapshot {
   /** A writable node that lost to a newer timeline: takes neither reads nor writes. */
   fenced: boolean
   lagging: boolean
+  /** Negative when the replica is ahead of the primary (then `diverged`). */
   lagBytes: number | null
   lagMs: number | null
+  /** Primary: its timeline. Replica: the one it streams (exact), else its control file's (a lower bound). */
   timeline: number | null
+  /** False when `timeline` is only a lower bound (no streaming receiver visible to the monitor's role). */
+  timelineExact: boolean
+  /** `pg_control_system().system_identifier`: the same on every node of one physical cluster. */
+  systemIdentifier: string | null
+  /** A server of another cluster (its identifier differs from the primary's): no reads, no writes. */
+  foreign: boolean
+  /** The same server as this earlier node, under another address (a configuration mistake). */
+  duplicateOf: string | null
+  /** It replayed WAL the primary does not have (ahead of it, or on a timeline it never had). */
+  diverged: boolean
+  /** A probe measured its timeline and lag since it was added, came back up, or the primary changed. */
+  measured: boolean
+  /** Why it takes no replica reads now, or null. */
+  noReads: NoReadsReason | null
   /** Current WAL LSN (primary) or last replayed LSN (replica), as PostgreSQL prints it. */
   lsn: string | null
   replayPaused: boolean
@@ -33,6 +77,19 @@ export interface NodeSnapshot {
   pool: { total: number; idle: number; waiting: number }
 }
 
+/** pg-pool's client events, forwarded with the node's name (`pg.Pool` parity for the Cluster). */
+export interface NodeHooks {
+  poolEvent?(event: 'connect' | 'acquire' | 'remove', client: pg.PoolClient, node: ClusterNode): void
+  poolRelease?(err: Error | undefined, client: pg.PoolClient, node: ClusterNode): void
+  /**
+   * Cancels the statement of (or ends) a server backend of this node: a statement whose
+   * client-side timeout fired, or that its caller aborted.
+   */
+  signalBackend?(node: ClusterNode, pid: number, how: 'cancel' | 'terminate'): void
+  /** Runs before a new physical connection is handed out (pg-pool's `onConnect`). */
+  onConnect?(client: pg.PoolClient, node: ClusterNode): Promise<void> | undefined
+}
+
 /** One node of the cluster: its pool, what the monitor knows of it, and its counters. */
 export class ClusterNode implements ReadCandidate {
   readonly name: string
@@ -40,18 +97,32 @@ export class ClusterNode implements ReadCandidate {
   readonly weight: number
   readonly maxLag: MaxLag | undefined
   readonly #config: NormalizedNode
-  readonly #onIdleError: (node: ClusterNode, err: Error) => void
+  readonly #onIdleError: (node: ClusterNode, err: Error, client: pg.PoolClient | undefined) => void
+  readonly #hooks: NodeHooks
   #pool: pg.Pool
+  /** Callers queued in the current pool's connect(): settled at once when it is replaced or ended. */
+  readonly pendingAcquires = new Set<PendingAcquire>()
 
   role: NodeRole
   state: NodeState = 'unknown'
   fenced = false
   /** A topology source said so (Patroni's `noloadbalance` tag): takes no reads. */
-  noReads = false
+  noLoadBalance = false
   lagging = false
   lagBytes: number | null = null
   lagMs: number | null = null
   timeline: number | null = null
+  timelineExact = false
+  /** Set by the monitor after each measuring probe (health/timeline.ts). */
+  timelineState: TimelineState = 'unknown'
+  systemIdentifier: string | null = null
+  /** `pg_postmaster_start_time()` in microseconds, as text: tells one running server from another. */
+  startedAt: string | null = null
+  foreign = false
+  duplicateOf: string | null = null
+  diverged = false
+  /** Only a probe that measured timeline and lag sets it; going down or a new primary clears it. */
+  measured = false
   /** Primary: pg_current_wal_lsn(); replica: pg_last_wal_replay_lsn(). */
   lsn: bigint | null = null
   receiveLsn: bigint | null = null
@@ -74,8 +145,13 @@ export class ClusterNode implements ReadCandidate {
   errors = 0
   retries = 0
 
-  constructor(config: NormalizedNode, onIdleError: (node: ClusterNode, err: Error) => void) {
+  constructor(
+    config: NormalizedNode,
+    onIdleError: (node: ClusterNode, err: Error, client: pg.PoolClient | undefined) => void,
+    hooks: NodeHooks = {},
+  ) {
     this.#config = config
+    this.#hooks = hooks
     this.name = config.name
     this.address = config.address
     this.weight = config.weight
@@ -103,7 +179,20 @@ export class ClusterNode implements ReadCandidate {
   }
 
   #createPool(): pg.Pool {
-    const pool = new pg.Pool(this.#config.poolConfig)
+    const hooks = this.#hooks
+    const onConnect = hooks.onConnect
+    const userOnConnect = (this.#config.poolConfig as { onConnect?: (c: pg.PoolClient) => unknown }).onConnect
+    const pool = new pg.Pool(
+      onConnect === undefined
+        ? this.#config.poolConfig
+        : Object.assign(Object.create(null) as pg.PoolConfig, this.#config.poolConfig, {
+            // The user's hook first, then the cluster's (Kysely's onCreateConnection), both awaited.
+            onConnect: async (client: pg.PoolClient) => {
+              await userOnConnect?.(client)
+              await onConnect(client, this)
+            },
+          }),
+    )
     // pg-pool copies its options with Object.assign, which drops the non-enumerable URL: its
     // parameters (sslmode, sslrootcert, application_name, options, ...) would be silently lost
     // for every pooled connection. Put it back, still hidden from JSON and inspection.
@@ -117,19 +206,42 @@ export class ClusterNode implements ReadCandidate {
       })
     }
     // An idle client's socket error must never become an unhandled 'error' event.
-    pool.on('error', (err) => {
+    pool.on('error', (err, client) => {
       // pg-pool hangs the dead client on the error (err.client): its connection parameters
       // hold the password, which a logger with showHidden (or a deep serializer) would print.
       delete (err as { client?: unknown }).client
-      this.#onIdleError(this, err)
+      this.#onIdleError(this, err, client)
     })
     // pg-pool removes its error listener from a client while it is checked out. A server that
     // dies while pgsplit holds a client between two protocol steps (e.g. kill -9: ReadyForQuery
     // and FATAL 57P01 in one read) then emits 'error' with no listener, which crashes the
     // process. The failure still surfaces: the client is no longer queryable, and the next use
     // or the release reports it.
-    pool.on('connect', (client) => client.on('error', ignoreCheckedOutError))
+    pool.on('connect', (client) => {
+      client.on('error', ignoreCheckedOutError)
+      // A connected client never needs its password again (pg-pool makes new clients from its
+      // options): drop it, so that no event, log or inspection of a client can show it.
+      forgetPassword(client)
+      this.#hooks.poolEvent?.('connect', client, this)
+    })
+    if (hooks.poolEvent !== undefined) {
+      pool.on('acquire', (client) => hooks.poolEvent?.('acquire', client, this))
+      pool.on('remove', (client) => hooks.poolEvent?.('remove', client, this))
+    }
+    if (hooks.poolRelease !== undefined) {
+      pool.on('release', (err, client) => hooks.poolRelease?.(err, client, this))
+    }
     return pool
+  }
+
+  /** Cancels or ends backend `pid` of this node (best effort; see NodeHooks.signalBackend). */
+  signalBackend(pid: number, how: 'cancel' | 'terminate'): void {
+    this.#hooks.signalBackend?.(this, pid, how)
+  }
+
+  /** Settles every caller still queued for a client of the current pool with `err`. */
+  #abandonPending(err: () => Error): void {
+    for (const pending of [...this.pendingAcquires]) pending.abandon(err())
   }
 
   /**
@@ -140,22 +252,48 @@ export class ClusterNode implements ReadCandidate {
   replacePool(): Promise<void> {
     const old = this.#pool
     this.#pool = this.#createPool()
+    // Callers queued in the old pool would wait connectionTimeoutMillis for a client that is
+    // never coming: they never got one, so nothing was sent; their paths route them again.
+    this.#abandonPending(() => notSentError(`pool of ${this.name} replaced (its role changed)`))
     return old.end().catch(() => undefined)
   }
 
-  end(): Promise<void> {
+  /** Ends the pool; callers still queued get `err()` at once (pg-pool would leave them waiting). */
+  end(err: () => Error = () => notSentError(`pool of ${this.name} ended`)): Promise<void> {
+    this.#abandonPending(err)
     return this.#pool.end().catch(() => undefined)
   }
 
+  /**
+   * True when this node may take a replica read now: a replica of the primary's cluster, up,
+   * measured since it was last seen down, provably on the primary's timeline and not ahead of
+   * it, within maxLag, not fenced, suspect or weighted 0. Every read asks: constants only.
+   */
   isEligibleReplica(now: number): boolean {
-    return (
-      this.role === 'replica' &&
-      this.state === 'up' &&
-      !this.lagging &&
-      !this.fenced &&
-      !this.noReads &&
-      this.suspectUntil <= now
-    )
+    return this.noReads(now) === null
+  }
+
+  /** Why this node takes no replica reads now (null: it takes them). */
+  noReads(now: number): NoReadsReason | null {
+    if (this.state !== 'up') return 'down'
+    if (this.foreign) return 'foreign'
+    if (this.duplicateOf !== null) return 'duplicate'
+    if (this.role !== 'replica') return 'not-replica'
+    if (this.fenced) return 'fenced'
+    if (!this.measured) return 'unmeasured'
+    if (this.diverged) return 'diverged'
+    if (this.timelineState !== 'current') return 'timeline'
+    if (this.lagging) return 'lagging'
+    if (this.suspectUntil > now) return 'suspect'
+    if (this.weight <= 0) return 'weight'
+    if (this.noLoadBalance) return 'noloadbalance'
+    return null
+  }
+
+  /** Forget what the probes measured: the node takes no reads until the next measuring probe. */
+  unmeasure(): void {
+    this.measured = false
+    this.timelineState = 'unknown'
   }
 
   snapshot(): NodeSnapshot {
@@ -171,6 +309,13 @@ export class ClusterNode implements ReadCandidate {
       lagBytes: this.lagBytes,
       lagMs: this.lagMs,
       timeline: this.timeline,
+      timelineExact: this.timelineExact,
+      systemIdentifier: this.systemIdentifier,
+      foreign: this.foreign,
+      duplicateOf: this.duplicateOf,
+      diverged: this.diverged,
+      measured: this.measured,
+      noReads: this.noReads(Date.now()),
       lsn: this.lsn === null ? null : formatLsn(this.lsn),
       replayPaused: this.replayPaused,
       lastProbeAt: this.lastProbeAt === null ? null : new Date(this.lastProbeAt).toISOString(),
@@ -206,3 +351,17 @@ export function formatLsn(lsn: bigint): string {
 
 /** See `ClusterNode#createPool`: keeps a checked-out client's 'error' from being unhandled. */
 function ignoreCheckedOutError(): void {}
+
+/** Removes the password a connected pg client keeps (on itself and in its connection parameters). */
+function forgetPassword(client: pg.PoolClient): void {
+  const holders = [client, (client as unknown as { connectionParameters?: object }).connectionParameters]
+  for (const holder of holders) {
+    if (holder === undefined || !Object.hasOwn(holder, 'password')) continue
+    Object.defineProperty(holder, 'password', {
+      value: null,
+      enumerable: false,
+      writable: true,
+      configurable: true,
+    })
+  }
+}

@@ -83,7 +83,27 @@ export interface Classification {
    * value of its first transaction-control statement.
    */
   transactionControl?: 'begin' | 'commit' | 'rollback' | 'other'
+  /**
+   * For a multi-statement string with transaction control: true when it ends outside a
+   * transaction block (`BEGIN; ...; COMMIT;`), as `pg.Pool` runs it atomically on one connection.
+   */
+  balanced?: boolean
+  /** The statement (or one of a string's) changes the schema: later reads must see the catalog. */
+  schemaChange?: boolean
 }
+
+/** Leading keywords of statements that change the catalog (DDL). */
+const SCHEMA_STARTERS: ReadonlySet<string> = new Set([
+  'create',
+  'alter',
+  'drop',
+  'comment',
+  'grant',
+  'revoke',
+  'security',
+  'import',
+  'reassign',
+])
 
 /** `/* pgsplit:primary *\/` (in any comment, any case) forces a statement to the primary. */
 export const PRIMARY_HINT = 'pgsplit:primary'
@@ -511,6 +531,11 @@ function classifyStatement(
   return write(KNOWN_WRITE_STARTERS.has(keyword) ? keyword.toUpperCase() : 'unknown statement')
 }
 
+function isSchemaStatement(tokens: readonly Token[], start: number): boolean {
+  const first = tokens[start]
+  return first !== undefined && first.type === 'word' && SCHEMA_STARTERS.has(first.text)
+}
+
 /** Classify one lexing of the text: statements split at `;`, the hint, lexer errors. */
 function classifyLexed(sql: string, backslashEscapes: boolean, user: UserFunctions): Verdict {
   const lexed = lexSql(sql, { backslashEscapes, marker: PRIMARY_HINT })
@@ -530,18 +555,28 @@ function classifyLexed(sql: string, backslashEscapes: boolean, user: UserFunctio
     verdict = classifyStatement(tokens, start, end, user)
   } else {
     verdict = write('multi-statement')
-    // Report the first transaction-control statement: `BEGIN; ...` would leave a pooled connection in a
-    // transaction (even more so when a statement after BEGIN fails).
+    // Report the first transaction-control statement, and whether the string ends outside a
+    // transaction block: `BEGIN; ...; COMMIT` runs as pg.Pool runs it, a bare `BEGIN; ...` would
+    // leave a pooled connection inside a transaction.
+    let open = false
     for (let s = start; s < tokens.length; ) {
       let e = s
       while (e < tokens.length && tokens[e] !== SEMICOLON) e++
-      const tx = transactionControl(tokens, s, e)
-      if (tx !== undefined) {
-        verdict.transactionControl = tx.transactionControl
-        break
+      if (e > s) {
+        const tx = transactionControl(tokens, s, e)
+        if (tx !== undefined) {
+          verdict.transactionControl ??= tx.transactionControl
+          if (tx.transactionControl === 'begin') open = true
+          else if (tx.transactionControl === 'commit' || tx.transactionControl === 'rollback') open = false
+        }
+        if (isSchemaStatement(tokens, s)) verdict.schemaChange = true
       }
       s = e + 1
     }
+    if (verdict.transactionControl !== undefined) verdict.balanced = !open
+  }
+  if (more === tokens.length && start < tokens.length && isSchemaStatement(tokens, start)) {
+    verdict = { ...verdict, schemaChange: true }
   }
   if (lexed.markerInComment) {
     verdict = { ...verdict, kind: 'write', reason: `hint ${PRIMARY_HINT}` }

@@ -1,7 +1,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks'
 import type { ConsistencyMode } from '../config.js'
 import { InvalidTokenError } from '../errors.js'
-import { formatLsn, parseLsn } from '../pools/node.js'
+import { formatPlainToken, parseTokenText } from './token-codec.js'
 
 /**
  * A position in the primary's WAL at or past the commit record of a write: a replica whose
@@ -12,24 +12,23 @@ export interface WriteToken {
   readonly lsn: bigint
 }
 
-/** `{ timeline: 1, lsn: 0x3000148n }` -> `'1:0/3000148'`: short enough for a header or cookie. */
+/**
+ * `{ timeline: 1, lsn: 0x3000148n }` -> `'1:0/3000148'`: short enough for a header or cookie.
+ * Unsigned; `db.lastWriteToken()` signs when `tokens.secrets` is set.
+ */
 export function formatToken(token: WriteToken): string {
-  return `${token.timeline}:${formatLsn(token.lsn)}`
+  return formatPlainToken(token)
 }
 
-/** Parses {@link formatToken}'s output; throws {@link InvalidTokenError} on anything else. */
+/**
+ * Parses {@link formatToken}'s output strictly: a decimal timeline (no sign, exponent, hex or
+ * leading zeros), a hex `X/Y` LSN, nothing else. Throws {@link InvalidTokenError} on anything
+ * else, a signed token included (its signature is checked by the cluster, see `db.verifyToken`).
+ */
 export function parseToken(text: string): WriteToken {
-  if (typeof text !== 'string' || text.length > 40) throw new InvalidTokenError(text)
-  const colon = text.indexOf(':')
-  const timeline = Number(text.slice(0, colon))
-  if (colon <= 0 || !Number.isInteger(timeline) || timeline < 1) throw new InvalidTokenError(text)
-  try {
-    const lsn = parseLsn(text.slice(colon + 1))
-    if (lsn === null) throw new InvalidTokenError(text)
-    return { timeline, lsn }
-  } catch {
-    throw new InvalidTokenError(text)
-  }
+  const { token, signature } = parseTokenText(text)
+  if (signature !== null) throw new InvalidTokenError(text)
+  return token
 }
 
 /** The later of two tokens (a newer timeline wins over any LSN of an older one). */
@@ -91,10 +90,32 @@ export class CausalSession {
       .finally(() => this.#pending.delete(token))
   }
 
-  /** Adds a token received from elsewhere (another request, another instance). */
+  /** Adds a token this process trusts (one it read itself, or one already checked). */
   observe(token: WriteToken): void {
     this.#token = laterToken(this.#token, token)
   }
+
+  /**
+   * Adds a token from outside while it is being checked (`TokenGuard#check`): reads wait for
+   * the check, and if it fails every later {@link token} call rejects with its error, so no
+   * read of this scope runs as if the token were not there.
+   */
+  admit(check: Promise<WriteToken>): void {
+    const settled = check.then(
+      (token) => {
+        this.#token = laterToken(this.#token, token)
+        return token
+      },
+      (err: unknown) => {
+        this.#refused ??= err
+        return null
+      },
+    )
+    this.#pending.add(settled)
+    void settled.finally(() => this.#pending.delete(settled))
+  }
+
+  #refused: unknown = null
 
   pinToPrimary(untilMs: number): void {
     this.primaryUntil = Math.max(this.primaryUntil, untilMs)
@@ -112,12 +133,21 @@ export class CausalSession {
       this.#track(fetch())
     }
     if (this.#pending.size > 0) await Promise.allSettled([...this.#pending])
+    if (this.#refused !== null) throw this.#refused
     return this.#token
   }
 
-  /** True when a write's token is not known yet: a causal read must call {@link token}. */
+  /**
+   * True when a write's token is not known yet (or a token from outside was refused): a causal
+   * read must call {@link token}.
+   */
   get needsWait(): boolean {
-    return this.#unfetched !== null || this.#pending.size > 0
+    return this.#unfetched !== null || this.#pending.size > 0 || this.#refused !== null
+  }
+
+  /** Forgets the settled token (the schema barrier, once every replica has replayed it). */
+  clear(): void {
+    this.#token = null
   }
 
   /** The latest token known without waiting. */

@@ -4,9 +4,11 @@ import type { Topology } from '../pools/topology.js'
 import type { WriteToken } from './consistency.js'
 
 /**
- * Picks the node for a read: only replicas that the monitor calls up, within the lag bound,
- * not suspect, not fenced, with a weight above 0 (and, for a causal read, whose replay LSN has
- * reached the caller's token); then the strategy chooses among them.
+ * Picks the node for a read: only replicas that `ClusterNode#isEligibleReplica` accepts (of the
+ * primary's cluster, up, measured since they were last seen down, provably on the primary's
+ * timeline and not ahead of it, within the lag bound, not suspect, fenced or weighted 0) and,
+ * for a causal read, whose replay LSN has reached the caller's token; then the strategy
+ * chooses among them.
  */
 export class ReadRouter {
   readonly #topology: Topology
@@ -55,19 +57,34 @@ export class ReadRouter {
     return list.includes(chosen as ClusterNode) ? (chosen as ClusterNode) : list[0]!
   }
 
-  /** The eligible replica with the highest known replay LSN: the best one to wait on. */
+  /**
+   * The eligible replica with the highest known replay LSN: the best one to wait on. Equally
+   * fresh replicas (the common case: all caught up) go through the strategy, so causal waits
+   * rotate like reads instead of piling onto the first replica listed.
+   */
   freshest(exclude: ClusterNode | null = null): ClusterNode | null {
-    let best: ClusterNode | null = null
+    const ties: ClusterNode[] = []
+    let best: bigint | null = null
     for (const node of this.eligible(exclude)) {
-      if (best === null || (node.lsn ?? -1n) > (best.lsn ?? -1n)) best = node
+      const lsn = node.lsn ?? -1n
+      if (best === null || lsn > best) {
+        best = lsn
+        ties.length = 0
+        ties.push(node)
+      } else if (lsn === best) ties.push(node)
     }
-    return best
+    if (ties.length <= 1) return ties[0] ?? null
+    const chosen = this.#strategy(ties)
+    return ties.includes(chosen as ClusterNode) ? (chosen as ClusterNode) : ties[0]!
   }
 }
 
-/** True when the monitor's cached position of `node` shows the token's write. */
+/**
+ * True when the monitor's cached position of `node` shows the token's write. An unknown
+ * timeline is never enough: a replica left on an older timeline may be past the LSN without
+ * the write (or with another one at that position).
+ */
 export function hasReached(node: ClusterNode, token: WriteToken): boolean {
   if (node.lsn === null || node.lsn < token.lsn) return false
-  // A replica still receiving an older timeline may be past the LSN yet without the write.
-  return node.timeline === null || node.timeline >= token.timeline
+  return node.timeline !== null && node.timelineState === 'current' && node.timeline >= token.timeline
 }

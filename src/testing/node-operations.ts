@@ -211,27 +211,29 @@ export async function setUpstream(
 /**
  * Pauses or resumes WAL replay on standby `node` and returns once `pg_is_wal_replay_paused()`
  * agrees. From PG 14 on it is true also while the pause is only requested: replay then stops
- * before the next record, which is what callers rely on.
+ * before the next record, which is what callers rely on. One connection for the call and the
+ * checks: tests toggle replay many times a second, and each new connection costs an
+ * authentication on a busy machine.
  */
 export async function setReplayPaused(node: NodeTarget, paused: boolean, deadline: number): Promise<void> {
-  await queryRows(
-    node.admin,
-    remaining(deadline),
-    paused ? 'SELECT pg_wal_replay_pause()' : 'SELECT pg_wal_replay_resume()',
-  )
-  await waitFor(
-    paused ? 'pause of WAL replay' : 'resume of WAL replay',
-    waitOptions(node, deadline),
-    async (note) => {
-      const [row] = await queryRows<{ paused: boolean }>(
-        node.admin,
-        remaining(deadline),
-        'SELECT pg_is_wal_replay_paused() AS paused',
-      )
-      note(`pg_is_wal_replay_paused() = ${row?.paused}`)
-      return row?.paused === paused ? true : undefined
-    },
-  )
+  await withClient(node.admin, remaining(deadline), async (c) => {
+    await c.query(paused ? 'SELECT pg_wal_replay_pause()' : 'SELECT pg_wal_replay_resume()')
+    await waitFor(
+      paused ? 'pause of WAL replay' : 'resume of WAL replay',
+      waitOptions(node, deadline),
+      async (note) => {
+        let row: { paused: boolean } | undefined
+        try {
+          row = (await c.query<{ paused: boolean }>('SELECT pg_is_wal_replay_paused() AS paused')).rows[0]
+        } catch (err) {
+          // This connection is gone (the server stopped): polling it again cannot help.
+          throw new StopWaiting(err instanceof Error ? err.message : String(err))
+        }
+        note(`pg_is_wal_replay_paused() = ${row?.paused}`)
+        return row?.paused === paused ? true : undefined
+      },
+    )
+  })
 }
 
 /** A wait for enough synchronous standbys after setting synchronous_standby_names. */
@@ -265,5 +267,44 @@ export async function setSynchronousStandbyNames(
     )
     note(`${row?.n ?? 0} synchronous standbys in pg_stat_replication`)
     return (row?.n ?? 0) >= wait.count ? true : undefined
+  })
+}
+
+/** The files `pg_backup_stop` returns, for the copy's `backup_label` and `tablespace_map`. */
+export interface BackupFiles {
+  readonly labelfile: string
+  /** Empty when the source has no tablespaces. */
+  readonly spcmapfile: string
+}
+
+/**
+ * A base backup of `node` through the low-level API, for when there is no `pg_basebackup`:
+ * `pg_backup_start(label, true)` (an immediate checkpoint), `copy()` of the data directory while
+ * the backup runs, `pg_backup_stop(false)` (no wait for archiving, which is off). Before
+ * PostgreSQL 15 the functions are `pg_start_backup` / `pg_stop_backup` (non-exclusive). The
+ * backup is tied to this one session: it must stay open until the stop, and a session that ends
+ * early aborts it.
+ */
+export async function lowLevelBaseBackup(
+  node: NodeTarget,
+  label: string,
+  deadline: number,
+  copy: () => Promise<void>,
+): Promise<BackupFiles> {
+  return withClient(node.admin, remaining(deadline), async (c) => {
+    const { rows } = await c.query<{ v: number }>(`SELECT current_setting('server_version_num')::int AS v`)
+    const modern = (rows[0]?.v ?? 0) >= 150_000
+    await c.query(modern ? 'SELECT pg_backup_start($1, true)' : 'SELECT pg_start_backup($1, true, false)', [
+      label,
+    ])
+    await copy()
+    const stop = await c.query<BackupFiles>(
+      modern
+        ? 'SELECT labelfile, spcmapfile FROM pg_backup_stop(false)'
+        : 'SELECT labelfile, spcmapfile FROM pg_stop_backup(false, false)',
+    )
+    const files = stop.rows[0]
+    if (!files?.labelfile) throw new Error(`${node.name}: the backup's stop returned no backup_label`)
+    return { labelfile: files.labelfile, spcmapfile: files.spcmapfile ?? '' }
   })
 }

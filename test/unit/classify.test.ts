@@ -394,7 +394,50 @@ describe('classify: transaction control', () => {
       kind: 'write',
       reason: 'multi-statement',
       transactionControl: 'begin',
+      balanced: true,
     })
+  })
+
+  it('tells balanced transaction strings (pg.Pool runs them on one connection) from ones left open', () => {
+    for (const sql of [
+      'BEGIN; INSERT INTO t VALUES (1); COMMIT;',
+      'BEGIN; INSERT INTO t VALUES (1); COMMIT',
+      'START TRANSACTION; UPDATE t SET a = 1; COMMIT',
+      'BEGIN; DELETE FROM t; ROLLBACK;',
+      'BEGIN; SELECT 1; END',
+      'begin; savepoint a; rollback to savepoint a; commit;',
+      'BEGIN; INSERT INTO t VALUES (1); COMMIT; BEGIN; SELECT 1; ABORT;',
+    ]) {
+      expect(classify(sql).balanced, sql).toBe(true)
+    }
+    for (const sql of [
+      'BEGIN; INSERT INTO t VALUES (1)',
+      'BEGIN; INSERT INTO t VALUES (1);',
+      'COMMIT; BEGIN',
+      'BEGIN; COMMIT AND CHAIN',
+      'BEGIN; SELECT 1; ROLLBACK TO SAVEPOINT a',
+      "SELECT 1; BEGIN; SELECT 'COMMIT'",
+    ]) {
+      expect(classify(sql).balanced, sql).toBe(false)
+    }
+    // A single transaction-control statement is never "balanced": it is refused on a pool.
+    expect(classify('BEGIN').balanced).toBeUndefined()
+    expect(classify('COMMIT').balanced).toBeUndefined()
+  })
+
+  it('marks schema changes (every later read must see the catalog)', () => {
+    for (const sql of [
+      'CREATE TABLE t (a int)',
+      'alter table t add b int',
+      'DROP INDEX i',
+      'select 1; create index i on t (a)',
+      'GRANT SELECT ON t TO r',
+    ]) {
+      expect(classify(sql).schemaChange, sql).toBe(true)
+    }
+    for (const sql of ['INSERT INTO t VALUES (1)', "SELECT 'CREATE TABLE x'", 'TRUNCATE t', 'VACUUM t']) {
+      expect(classify(sql).schemaChange, sql).toBeUndefined()
+    }
   })
 
   it('leaves statements that merely contain the words alone', () => {

@@ -12,6 +12,7 @@ import { jsonArrayFrom } from 'kysely/helpers/postgres'
 import { describe, expect, it } from 'vitest'
 import { isForcedToPrimary, PrimaryPlugin, primary } from '../../src/kysely/primary.js'
 import { routeQuery, SqlClassifierCache } from '../../src/kysely/query-routing.js'
+import { classify } from '../../src/router/classify.js'
 
 interface DB {
   person: { id: Generated<number>; name: string; owner: number | null }
@@ -27,11 +28,15 @@ const db = new Kysely<DB>({
   },
 })
 
-const classifier = new SqlClassifierCache({ writeFunctions: ['audit.touch'] })
+const classifier = new SqlClassifierCache((sql) => classify(sql, { writeFunctions: ['audit.touch'] }))
+/** Where a query lands: 'primary' when the connection pins for it or the cluster's classifier calls it a write. */
 const route = (q: { compile(): CompiledQuery }) => {
-  const r = routeQuery(q.compile(), classifier)
-  return r.pin ? 'primary' : 'routed'
+  const compiled = q.compile()
+  const r = routeQuery(compiled, classifier)
+  return r.pin || classifier.classify(compiled.sql).kind === 'write' ? 'primary' : 'routed'
 }
+/** Whether the connection pins a primary client for it (session state), or the cluster routes it. */
+const pins = (q: { compile(): CompiledQuery }) => routeQuery(q.compile(), classifier).pin
 
 describe('routeQuery: by root operation node', () => {
   it('routes plain selects, joins, CTEs, subqueries, set operations and JSON helpers as reads', () => {
@@ -110,6 +115,15 @@ describe('routeQuery: by root operation node', () => {
     expect(route(db.selectNoFrom(sql<number>`pg_advisory_lock(1)`.as('l')))).toBe('primary')
     expect(route(db.selectNoFrom((eb) => eb.fn('audit.touch', [sql.lit(1)]).as('t')))).toBe('primary')
     expect(route(db.selectNoFrom((eb) => eb.fn('upper', [sql.lit('a')]).as('u')))).toBe('routed')
+  })
+
+  it('sends writes through the cluster (its write path), pinning only for session state', () => {
+    expect(pins(db.insertInto('person').values({ name: 'a' }))).toBe(false)
+    expect(pins(db.updateTable('person').set({ name: 'b' }))).toBe(false)
+    expect(pins(db.deleteFrom('person'))).toBe(false)
+    expect(pins(db.schema.createTable('t').addColumn('a', 'integer'))).toBe(false)
+    expect(pins(db.schema.createTable('t').temporary().addColumn('a', 'integer'))).toBe(true)
+    expect(pins(db.selectFrom('person').selectAll().forUpdate())).toBe(false)
   })
 
   it('sends writes and schema statements to the primary', () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { computeLag, isOverLag } from '../../src/health/lag.js'
+import { completeSince, computeLag, isLagKnown, isOverLag } from '../../src/health/lag.js'
 
 // Pure inputs: every clock value is given, so nothing here depends on the time the test runs.
 const NOW = 1_700_000_000_000
@@ -12,7 +12,7 @@ describe('computeLag', () => {
       null,
       NOW,
     )
-    expect(lag).toEqual({ lagBytes: 0, lagMs: 0, caughtUp: true })
+    expect(lag).toEqual({ lagBytes: 0, lagMs: 0, caughtUp: true, ahead: false })
   })
 
   it('does not count an idle primary as lag: an old last-replay timestamp alone is not lag', () => {
@@ -34,7 +34,7 @@ describe('computeLag', () => {
       NOW - 10_000,
       NOW,
     )
-    expect(lag).toEqual({ lagBytes: 50, lagMs: 1_000, caughtUp: false })
+    expect(lag).toEqual({ lagBytes: 50, lagMs: 1_000, caughtUp: false, ahead: false })
   })
 
   it('behind after an idle period: capped by the time since the replica was last caught up', () => {
@@ -45,7 +45,7 @@ describe('computeLag', () => {
       NOW - 200,
       NOW,
     )
-    expect(lag).toEqual({ lagBytes: 300, lagMs: 200, caughtUp: false })
+    expect(lag).toEqual({ lagBytes: 300, lagMs: 200, caughtUp: false, ahead: false })
   })
 
   it('behind, never seen caught up: the replay age', () => {
@@ -55,7 +55,7 @@ describe('computeLag', () => {
       null,
       NOW,
     )
-    expect(lag).toEqual({ lagBytes: 1, lagMs: 2_500, caughtUp: false })
+    expect(lag).toEqual({ lagBytes: 1, lagMs: 2_500, caughtUp: false, ahead: false })
   })
 
   it('uses the heartbeat row instead of the replay timestamp when there is one', () => {
@@ -76,10 +76,15 @@ describe('computeLag', () => {
     expect(fallback.lagMs).toBe(900)
   })
 
-  it('clamps negative values to 0 (replica ahead of a stale primary position, clock skew)', () => {
-    // The primary position was read before the replica's: the replica looks ahead.
-    const ahead = computeLag({ replayLsn: 500n, replayTimestampMs: NOW, replicaNowMs: NOW }, 400n, null, NOW)
-    expect(ahead).toEqual({ lagBytes: 0, lagMs: 0, caughtUp: true })
+  it('a replica ahead of the primary is not clamped to 0: negative bytes, flagged ahead, no time lag', () => {
+    // The abandoned-timeline case measured in issue 14: replica 0/5090028, new primary 0/5035F28.
+    const ahead = computeLag(
+      { replayLsn: 0x5090028n, replayTimestampMs: NOW, replicaNowMs: NOW },
+      0x5035f28n,
+      NOW - 100,
+      NOW,
+    )
+    expect(ahead).toEqual({ lagBytes: -(0x5090028 - 0x5035f28), lagMs: null, caughtUp: false, ahead: true })
     // Replica clock behind the primary's commit timestamps: the age would be negative.
     const skew = computeLag(
       { replayLsn: 100n, replayTimestampMs: NOW + 5_000, replicaNowMs: NOW },
@@ -98,14 +103,14 @@ describe('computeLag', () => {
       null,
       NOW,
     )
-    expect(noReplay).toEqual({ lagBytes: null, lagMs: null, caughtUp: false })
+    expect(noReplay).toEqual({ lagBytes: null, lagMs: null, caughtUp: false, ahead: false })
     const noPrimary = computeLag(
       { replayLsn: 100n, replayTimestampMs: NOW, replicaNowMs: NOW },
       null,
       null,
       NOW,
     )
-    expect(noPrimary).toEqual({ lagBytes: null, lagMs: null, caughtUp: false })
+    expect(noPrimary).toEqual({ lagBytes: null, lagMs: null, caughtUp: false, ahead: false })
     // Bytes known, but no replay timestamp and never caught up: time lag unknown.
     const noTime = computeLag(
       { replayLsn: 100n, replayTimestampMs: null, replicaNowMs: NOW },
@@ -113,7 +118,7 @@ describe('computeLag', () => {
       null,
       NOW,
     )
-    expect(noTime).toEqual({ lagBytes: 200, lagMs: null, caughtUp: false })
+    expect(noTime).toEqual({ lagBytes: 200, lagMs: null, caughtUp: false, ahead: false })
     // No replay timestamp, but seen caught up 300 ms ago: that bounds it.
     const sinceCaughtUp = computeLag(
       { replayLsn: 100n, replayTimestampMs: null, replicaNowMs: NOW },
@@ -155,5 +160,46 @@ describe('isOverLag', () => {
     expect(isOverLag({ lagBytes: 1e12, lagMs: 1e9 }, {})).toBe(false)
     expect(isOverLag({ lagBytes: 1e12, lagMs: 1 }, { ms: 10 })).toBe(false)
     expect(isOverLag({ lagBytes: 1e12, lagMs: 1 }, { bytes: 10 })).toBe(true)
+  })
+})
+
+describe('completeSince', () => {
+  const samples = [
+    { atMs: NOW - 3_000, lsn: 100n },
+    { atMs: NOW - 2_000, lsn: 200n },
+    { atMs: NOW - 1_000, lsn: 300n },
+  ]
+
+  it('is the newest primary position the replica has replayed', () => {
+    expect(completeSince(samples, 250n)).toBe(NOW - 2_000)
+    expect(completeSince(samples, 300n)).toBe(NOW - 1_000)
+    expect(completeSince(samples, 10_000n)).toBe(NOW - 1_000)
+  })
+
+  it('is null when the replica is behind every sample, or its position is unknown', () => {
+    expect(completeSince(samples, 99n)).toBeNull()
+    expect(completeSince(samples, null)).toBeNull()
+    expect(completeSince([], 500n)).toBeNull()
+  })
+
+  it('bounds the time lag of a replica a few bytes behind the primary in its first round', () => {
+    // No replay timestamp (nothing replayed since the standby started), never seen caught up:
+    // the sample from discovery's probe 40 ms ago is what makes lagMs a number.
+    const lag = computeLag(
+      { replayLsn: 300n, replayTimestampMs: null, replicaNowMs: NOW },
+      320n,
+      completeSince([{ atMs: NOW - 40, lsn: 300n }], 300n),
+      NOW,
+    )
+    expect(lag).toEqual({ lagBytes: 20, lagMs: 40, caughtUp: false, ahead: false })
+  })
+})
+
+describe('isLagKnown', () => {
+  it('needs bytes, and milliseconds when maxLag bounds them', () => {
+    expect(isLagKnown({ lagBytes: 0, lagMs: 0 }, { bytes: 1, ms: 1 })).toBe(true)
+    expect(isLagKnown({ lagBytes: 10, lagMs: null }, { bytes: 1, ms: 1 })).toBe(false)
+    expect(isLagKnown({ lagBytes: 10, lagMs: null }, { bytes: 1 })).toBe(true)
+    expect(isLagKnown({ lagBytes: null, lagMs: 5 }, { ms: 10 })).toBe(false)
   })
 })

@@ -13,12 +13,15 @@ describe('patroni / nodes-function config', () => {
     })
     expect(c.patroni).toMatchObject({
       urls: ['http://127.0.0.1:8008'],
+      username: 'u',
       intervalMs: 100,
       timeoutMs: 1000,
-      template: node,
     })
-    expect(c.patroni!.auth!.password).toBe('pw')
+    expect(c.patroni!.password).toBe('pw')
+    expect(c.patroni!.template).toBe(node)
+    // Neither the REST password nor the template's database password is in JSON.
     expect(JSON.stringify(c.patroni)).not.toContain('pw')
+    expect(JSON.stringify(c.patroni)).not.toContain('secret')
   })
 
   it.each([
@@ -44,10 +47,11 @@ describe('patroni / nodes-function config', () => {
 
   it('takes nodes as a function', () => {
     const fn = async () => [node]
-    const c = normalizeConfig({ nodes: fn, discovery: { intervalMs: 50 } })
+    const c = normalizeConfig({ nodes: fn, discovery: { intervalMs: 500 } })
     expect(c.nodes).toEqual([])
-    expect(c.nodesFunction).toBe(fn)
-    expect(c.discovery.intervalMs).toBe(50)
+    expect(c.nodeSource).toBe(fn)
+    expect(c.discovery.intervalMs).toBe(500)
+    expect(normalizeConfig({ nodes: fn }).discovery.intervalMs).toBe(5_000)
   })
 
   it("builds a member's input from the template with the member's address", () => {

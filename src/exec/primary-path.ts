@@ -1,0 +1,160 @@
+import type pg from 'pg'
+import {
+  ClusterEndedError,
+  NoPrimaryError,
+  PoolExhaustedError,
+  PrimaryReadOnlyError,
+  WriteOutcomeUnknownError,
+} from '../errors.js'
+import { describeError } from '../health/probe.js'
+import { acquireLease, type Lease, runOnLease, type Statement, taggedOutcome } from '../pools/lease.js'
+import type { ClusterNode } from '../pools/node.js'
+import { outcomeOf } from '../pools/outcome.js'
+import type { ExecContext } from './context.js'
+import { withQueryTimeout } from './statement.js'
+
+/**
+ * How a statement survives a failover: the primary's client is taken here, waiting for a new
+ * primary up to `failover.timeoutMs`; a failure is read by the outcome rule.
+ *
+ * - Not sent (a connect that failed, a dead client, a replaced pool): sent again, to the
+ *   primary of that moment.
+ * - A pool with no free client: {@link PoolExhaustedError} at once, it is not a failover.
+ * - 25006 from the primary: discovery looks; a demoted primary means another one takes the
+ *   statement, a primary still writable means it is read-only by configuration:
+ *   {@link PrimaryReadOnlyError} at once.
+ * - Sent, then the connection broke or the client-side timeout fired: a write may have committed,
+ *   so it is never re-sent: {@link WriteOutcomeUnknownError}. A read is sent again.
+ * - A write acknowledged by a node that stopped being the primary while it ran, or that the
+ *   topology authority (Patroni) does not hold as leader: it may be rewound by the new primary's
+ *   history, so it is reported as {@link WriteOutcomeUnknownError} too ({@link checkAcknowledged}).
+ */
+export async function acquirePrimaryLease(ctx: ExecContext, deadline: number): Promise<Lease> {
+  let lastError: unknown
+  for (let attempt = 0; attempt < 10_000; attempt++) {
+    if (ctx.state.ended) throw new ClusterEndedError('query')
+    const left = deadline - Date.now()
+    if (left <= 0) break
+    let node: ClusterNode
+    try {
+      node = ctx.topology.primary ?? (await ctx.topology.waitForPrimary(left, ctx.noPrimaryReason()))
+    } catch (err) {
+      if (ctx.state.ended) throw new ClusterEndedError('query')
+      if (err instanceof NoPrimaryError && lastError !== undefined) {
+        throw new NoPrimaryError(err.message, err.waitedMs, { cause: lastError })
+      }
+      throw err
+    }
+    try {
+      return await acquireLease(node)
+    } catch (err) {
+      if (ctx.state.ended) throw new ClusterEndedError('query')
+      const outcome = outcomeOf(err, 'connect')
+      if (outcome === 'not-sent') continue
+      if (outcome === 'exhausted') {
+        throw new PoolExhaustedError(node.name, node.pool.options.connectionTimeoutMillis, { cause: err })
+      }
+      if (outcome !== 'node-gone') throw err
+      lastError = err
+      node.errors++
+      await failedOver(ctx, node, `connect to primary ${node.name} failed: ${describeError(err)}`)
+    }
+  }
+  throw new NoPrimaryError(
+    `no writable primary within failover.timeoutMs=${ctx.config.failover.timeoutMs} ms (${ctx.noPrimaryReason()})`,
+    ctx.config.failover.timeoutMs,
+    { cause: lastError },
+  )
+}
+
+/** Asks discovery to look, and paces retries when the same primary keeps failing. */
+export async function failedOver(ctx: ExecContext, node: ClusterNode, reason: string): Promise<void> {
+  await ctx.discovery.trigger(reason)
+  if (ctx.topology.primary === node && !ctx.state.ended) {
+    await new Promise((r) => setTimeout(r, ctx.config.failover.pollIntervalMs).unref())
+  }
+}
+
+/**
+ * Runs `statement` on the primary. `write`: it may change data (never re-sent once sent, bounded
+ * by `failover.writeTimeoutMs`); otherwise a read, safe to send again after a failover.
+ */
+export async function runOnPrimary(
+  ctx: ExecContext,
+  statement: Statement,
+  write: boolean,
+  transactionString = false,
+): Promise<{ result: pg.QueryResult; node: ClusterNode }> {
+  const deadline = Date.now() + ctx.config.failover.timeoutMs
+  for (let attempt = 0; attempt < 10_000; attempt++) {
+    const lease = await acquirePrimaryLease(ctx, deadline)
+    const node = lease.node
+    let result: pg.QueryResult
+    try {
+      result = await runOnLease(lease, write ? boundWrite(ctx, node, statement) : statement)
+    } catch (err) {
+      // `BEGIN; ...; COMMIT` that failed may have left the session in an (aborted) transaction,
+      // and its ReadyForQuery status comes after the error: never reuse that session.
+      if (transactionString) lease.lost = true
+      lease.release(err)
+      const outcome = taggedOutcome(err)
+      if (outcome === 'not-sent' && statement.signal?.aborted !== true) continue
+      if (statement.signal?.aborted === true) {
+        // The caller aborted it: its answer. A write that was sent may have committed.
+        if (write && (outcome === 'outcome-unknown' || outcome === 'timeout')) {
+          throw new WriteOutcomeUnknownError(node.name, err)
+        }
+        throw err
+      }
+      if (outcome === 'read-only') {
+        await ctx.discovery.trigger(`primary ${node.name} answered 25006 (read-only)`)
+        // Still the primary after a fresh look: writable, yet read-only by its configuration.
+        if (ctx.topology.primary === node) throw new PrimaryReadOnlyError(node.name, { cause: err })
+        continue
+      }
+      if (outcome === 'outcome-unknown' || outcome === 'timeout') {
+        const reason = `statement on primary ${node.name} failed after it was sent: ${describeError(err)}`
+        if (write) {
+          if (outcome === 'outcome-unknown') void ctx.discovery.trigger(reason)
+          throw new WriteOutcomeUnknownError(node.name, err)
+        }
+        if (outcome === 'timeout') throw err
+        await failedOver(ctx, node, reason)
+        continue
+      }
+      throw err
+    }
+    lease.release()
+    if (write) checkAcknowledged(ctx, node)
+    return { result, node }
+  }
+  throw new NoPrimaryError('statement retried too often', ctx.config.failover.timeoutMs)
+}
+
+/**
+ * The acknowledgement rule, at every point where a write's success is reported (a write through
+ * `db.query`, a transaction's COMMIT): the node that answered must still be the primary and, while
+ * a topology authority answers, its leader. Otherwise the write may be rewound by the new
+ * primary's history: {@link WriteOutcomeUnknownError}, never a success.
+ */
+export function checkAcknowledged(ctx: ExecContext, node: ClusterNode): void {
+  if (ctx.topology.primary !== node) {
+    throw new WriteOutcomeUnknownError(
+      node.name,
+      new Error(`${node.name} stopped being the primary while the write ran; it may not survive`),
+    )
+  }
+  const follower = ctx.follower
+  if (follower !== null && !follower.mayAcknowledge(node.name)) {
+    throw new WriteOutcomeUnknownError(node.name, follower.notLeaderError(node.name))
+  }
+}
+
+/** A write's client-side bound: `failover.writeTimeoutMs` when it is below the pool's query_timeout. */
+function boundWrite(ctx: ExecContext, node: ClusterNode, statement: Statement): Statement {
+  const bound = ctx.config.failover.writeTimeoutMs
+  const poolBound = (node.pool.options as { query_timeout?: number }).query_timeout
+  if (bound === undefined || (poolBound !== undefined && poolBound <= bound)) return statement
+  if ((statement.config as { query_timeout?: number } | null)?.query_timeout !== undefined) return statement
+  return withQueryTimeout(statement, bound)
+}
