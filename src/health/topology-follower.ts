@@ -91,6 +91,8 @@ export class TopologyFollower {
   readonly #host: FollowerHost
   /** Nodes a member was matched to once: they leave when the source stops listing them. */
   readonly #followed = new Set<string>()
+  /** Member name -> why adding it failed last: said once (the source is re-read every 100 ms). */
+  readonly #addFailures = new Map<string, string>()
   #applying: Promise<void> | null = null
   #pending: SourceView | null = null
   #ended = false
@@ -226,14 +228,18 @@ export class TopologyFollower {
           this.#followed.add(added.name)
           added.noLoadBalance = member.noLoadBalance
         }
+        this.#addFailures.delete(member.name)
       } catch (err) {
-        this.#host.sourceEvent({
-          source: this.#source.kind,
-          healthy: this.#source.healthy,
-          reason: `could not add member ${member.name}: ${err instanceof Error ? err.message : String(err)}`,
-        })
+        const reason = `could not add member ${member.name}: ${err instanceof Error ? err.message : String(err)}`
+        if (this.#addFailures.get(member.name) !== reason) {
+          this.#addFailures.set(member.name, reason)
+          this.#host.sourceEvent({ source: this.#source.kind, healthy: this.#source.healthy, reason })
+        }
       }
       if (this.#ended) return
+    }
+    for (const name of this.#addFailures.keys()) {
+      if (!view.members.some((m) => m.name === name)) this.#addFailures.delete(name)
     }
     const listed = new Set(view.members.map((m) => `${m.host}:${m.port}`))
     for (const node of [...this.#host.nodes()]) {

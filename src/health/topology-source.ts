@@ -186,8 +186,10 @@ export function memberInput(template: NodeInput, host: string, port: number, nam
   }
   if (typeof template === 'string') return { url: withAddress(template), name }
   const { name: _name, url, connectionString, ...rest } = template
-  const out: Exclude<NodeInput, string> = { ...rest, host, port, name }
-  if (url !== undefined) out.url = withAddress(url)
-  else if (connectionString !== undefined) out.connectionString = withAddress(connectionString)
-  return out
+  // A URL carries the address alone: host/port next to it are refused by the config (pg would
+  // take the URL's and ignore them).
+  if (url !== undefined) return { ...rest, url: withAddress(url), name }
+  if (connectionString !== undefined)
+    return { ...rest, connectionString: withAddress(connectionString), name }
+  return { ...rest, host, port, name }
 }

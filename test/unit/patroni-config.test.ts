@@ -69,5 +69,12 @@ describe('patroni / nodes-function config', () => {
       database: 'd',
       name: 'm',
     })
+    // A URL template: the address goes into the URL only (host/port beside a URL are refused).
+    const fromUrl = memberInput({ url: node, name: 'node0', max: 5 }, '10.0.0.3', 6000, 'm3')
+    expect(fromUrl).toEqual({ url: 'postgres://app:secret@10.0.0.3:6000/app', name: 'm3', max: 5 })
+    expect(normalizeConfig({ nodes: [fromUrl] }).nodes[0]).toMatchObject({
+      name: 'm3',
+      address: { host: '10.0.0.3', port: 6000 },
+    })
   })
 })
