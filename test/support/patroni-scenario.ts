@@ -84,6 +84,18 @@ export class LeaderWatch {
     return null
   }
 
+  /** Resolves once a running leader other than `not` was seen at or after `from` (bounded). */
+  async waitChanged(not: string, from: number, timeoutMs: number): Promise<{ at: number; leader: string }> {
+    const deadline = Date.now() + timeoutMs
+    for (let i = 0; i < 100_000; i++) {
+      const changed = this.changedAt(not, from)
+      if (changed !== null) return changed
+      if (Date.now() >= deadline) break
+      await new Promise((r) => setTimeout(r, 50))
+    }
+    throw new Error(`Patroni named no leader other than ${not} within ${timeoutMs} ms`)
+  }
+
   /** Each change of the leader seen: when, and to whom (null: none). */
   transitions(): LeaderSample[] {
     const out: LeaderSample[] = []
@@ -209,15 +221,22 @@ export class LoadClient {
   async #writeOnce(): Promise<void> {
     const seq = ++this.#seq
     const sentAt = Date.now()
+    const insert = `INSERT INTO ${LOAD_TABLE} (client, seq) VALUES ($1, $2) RETURNING inet_server_port() AS port`
     try {
-      const r = await this.db.query<{ port: number }>(
-        `INSERT INTO ${LOAD_TABLE} (client, seq) VALUES ($1, $2) RETURNING inet_server_port() AS port`,
-        [this.clientId, seq],
-      )
+      // Every fourth write is a transaction: its COMMIT is an acknowledgement point too (run
+      // again on the new leader when the connection was lost before COMMIT was sent).
+      const r =
+        seq % 4 === 0
+          ? await this.db.transaction((tx) => tx.query<{ port: number }>(insert, [this.clientId, seq]), {
+              retryOnFailover: true,
+            })
+          : await this.db.query<{ port: number }>(insert, [this.clientId, seq])
       this.acks.push({ seq, port: r.rows[0]!.port, sentAt, ackAt: Date.now() })
     } catch (err) {
       this.writesFailed++
-      const kind = (err as Error).name ?? 'Error'
+      // pg's DatabaseError is named 'error': its SQLSTATE says more.
+      const e = err as Error & { code?: string }
+      const kind = e.name === 'error' ? `DatabaseError ${e.code ?? ''}`.trim() : (e.name ?? 'Error')
       this.failedKinds[kind] = (this.failedKinds[kind] ?? 0) + 1
     }
   }
@@ -431,11 +450,12 @@ export async function runFault(
     await cluster.killManager(leaderIndex)
     await cluster.kill(leaderIndex)
   } else await cluster.freeze(leaderIndex, opts.freezeMs ?? 14_000)
-  // Writes flow again on a leader (bounded).
-  const newIndex = await cluster.waitForLeader({
-    timeoutMs: 40_000,
-    ...(fault === 'switchover' || fault === 'kill-postmaster' ? {} : { not: leaderIndex }),
-  })
+  // Patroni named another leader (the watch saw it: after a freeze, Patroni 3.0.2 may already
+  // have given the lock back to the resumed leader when freeze() returns), then writes flow again
+  // on a leader (bounded).
+  if (fault === 'kill-leader' || fault === 'freeze-leader')
+    await watch.waitChanged(oldLeader, faultAt, 40_000)
+  const newIndex = await cluster.waitForLeader({ timeoutMs: 40_000 })
   await new Promise((r) => setTimeout(r, opts.settleMs ?? 1_500))
   for (const c of clients) await c.stop()
   await watch.stop()
@@ -452,7 +472,7 @@ export async function runFault(
   return {
     fault,
     oldLeader,
-    newLeader: cluster.nodes[newIndex]!.name,
+    newLeader: changed?.leader ?? cluster.nodes[newIndex]!.name,
     leaderChangeMs: changed ? changed.at - faultAt : null,
     leaders: watch
       .transitions()
