@@ -50,8 +50,13 @@ export class ClusterCore {
     const cfg = normalizeConfig(config)
     this.#config = cfg
     this.#hooks = {
-      poolEvent: (event, client, node) => this.#emit(event, client, node.name),
-      poolRelease: (err, client, node) => this.#emit('release', err, client, node.name),
+      // Every checkout passes here twice: nothing is built for an event nobody listens to.
+      poolEvent: (event, client, node) => {
+        if (this.#emitter.listenerCount(event) !== 0) this.#emit(event, client, node.name)
+      },
+      poolRelease: (err, client, node) => {
+        if (this.#emitter.listenerCount('release') !== 0) this.#emit('release', err, client, node.name)
+      },
       signalBackend: (node, pid, how) => {
         // Best effort, on the monitor's own connection: the statement stops using the node.
         const fn = how === 'terminate' ? 'pg_terminate_backend' : 'pg_cancel_backend'

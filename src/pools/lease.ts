@@ -1,6 +1,7 @@
 import type pg from 'pg'
 import type { ClusterNode } from './node.js'
 import { isConnectionLevel, isDead, NOT_SENT, type Outcome, outcomeOf } from './outcome.js'
+import type { Waiter } from './waiter-list.js'
 
 /**
  * A client checked out of one node's pool, and the one rule for giving it back. Every path
@@ -23,25 +24,75 @@ export interface Lease {
 
 export type LeaseCallback = (err: Error | null, lease: Lease | null) => void
 
-/** A caller waiting in a pool's queue: settled at once when the pool is replaced or ended. */
-export interface PendingAcquire {
-  abandon(err: Error): void
-}
-
-class NodeLease implements Lease {
+/**
+ * One checkout: the waiter while the pool has no client for it, then the lease. One object per
+ * checkout, because every read passes here.
+ */
+class NodeLease implements Lease, Waiter {
   readonly node: ClusterNode
-  readonly client: pg.PoolClient
+  // Set once granted; a lease is only handed out after that.
+  client!: pg.PoolClient
   lost = false
-  #released = false
+  prevWaiter: Waiter | null = null
+  nextWaiter: Waiter | null = null
+  #callback: LeaseCallback | null
+  #attempts = 0
+  /** 0 waiting, 1 granted, 2 released, 3 abandoned (the caller has moved on). */
+  #state: 0 | 1 | 2 | 3 = 0
 
-  constructor(node: ClusterNode, client: pg.PoolClient) {
+  constructor(node: ClusterNode, callback: LeaseCallback) {
     this.node = node
-    this.client = client
+    this.#callback = callback
+  }
+
+  /** Asks the node's current pool for a client (again, after one found dead). */
+  request(): void {
+    const node = this.node
+    node.waiters.add(this)
+    node.pool.connect((err, client, done) => this.#granted(err, client, done))
+  }
+
+  #granted(err: Error | undefined, client: pg.PoolClient | undefined, done: (e?: Error) => void): void {
+    if (this.#state !== 0) {
+      // Abandoned (the pool was replaced or ended): the caller has moved on.
+      if (client !== undefined) done(err ?? undefined)
+      return
+    }
+    this.node.waiters.remove(this)
+    if (err !== undefined && err !== null) {
+      this.#fail(err)
+      return
+    }
+    const c = client!
+    if (isDead(c) && this.#attempts++ < 3) {
+      // Nothing was sent on it: drop it and take another.
+      c.release(new Error('connection found dead before use'))
+      this.request()
+      return
+    }
+    this.client = c
+    this.#state = 1
+    const callback = this.#callback!
+    this.#callback = null
+    callback(null, this)
+  }
+
+  /** The pool went away under this waiter (see WaiterList.abandonAll). */
+  abandon(err: Error): void {
+    if (this.#state === 0) this.#fail(err)
+  }
+
+  #fail(err: Error): void {
+    this.#state = 3
+    this.node.inFlight--
+    const callback = this.#callback!
+    this.#callback = null
+    callback(err, null)
   }
 
   release(err?: unknown): void {
-    if (this.#released) return
-    this.#released = true
+    if (this.#state !== 1) return
+    this.#state = 2
     this.node.inFlight--
     const client = this.client
     const status = client.getTransactionStatus?.() ?? 'I'
@@ -69,43 +120,7 @@ export function notSentError(message: string): Error {
  */
 export function acquire(node: ClusterNode, callback: LeaseCallback): void {
   node.inFlight++
-  let attempts = 0
-  const attempt = () => {
-    const pool = node.pool
-    let settled = false
-    const pending: PendingAcquire = {
-      abandon: (err) => {
-        if (settled) return
-        settled = true
-        node.pendingAcquires.delete(pending)
-        node.inFlight--
-        callback(err, null)
-      },
-    }
-    node.pendingAcquires.add(pending)
-    pool.connect((err, client, done) => {
-      if (settled) {
-        // Abandoned (the pool was replaced or ended): the caller has moved on.
-        if (client !== undefined) done(err ?? undefined)
-        return
-      }
-      settled = true
-      node.pendingAcquires.delete(pending)
-      if (err !== undefined && err !== null) {
-        node.inFlight--
-        callback(err, null)
-        return
-      }
-      const c = client!
-      if (isDead(c) && attempts++ < 3) {
-        c.release(new Error('connection found dead before use'))
-        attempt()
-        return
-      }
-      callback(null, new NodeLease(node, c))
-    })
-  }
-  attempt()
+  new NodeLease(node, callback).request()
 }
 
 /** {@link acquire} as a promise. */

@@ -1,7 +1,8 @@
 import pg from 'pg'
 import type { MaxLag, NormalizedNode, ReadCandidate } from '../config.js'
 import type { NodeAddress } from './connection-string.js'
-import { notSentError, type PendingAcquire } from './lease.js'
+import { notSentError } from './lease.js'
+import { WaiterList } from './waiter-list.js'
 
 export type NodeRole = 'primary' | 'replica' | 'unknown'
 export type NodeState = 'unknown' | 'up' | 'down'
@@ -101,7 +102,7 @@ export class ClusterNode implements ReadCandidate {
   readonly #hooks: NodeHooks
   #pool: pg.Pool
   /** Callers queued in the current pool's connect(): settled at once when it is replaced or ended. */
-  readonly pendingAcquires = new Set<PendingAcquire>()
+  readonly waiters = new WaiterList()
 
   role: NodeRole
   state: NodeState = 'unknown'
@@ -241,7 +242,7 @@ export class ClusterNode implements ReadCandidate {
 
   /** Settles every caller still queued for a client of the current pool with `err`. */
   #abandonPending(err: () => Error): void {
-    for (const pending of [...this.pendingAcquires]) pending.abandon(err())
+    this.waiters.abandonAll(err)
   }
 
   /**

@@ -67,6 +67,11 @@ beforeAll(async () => {
     primary: pgc.primaryUrl,
     replicas: pgc.replicaUrls,
     consistency: 'causal',
+    // A read waits for a replica to replay the position read when the read needs it, which can
+    // include WAL not flushed yet (an aborted transaction's record waits for the WAL writer, up
+    // to 3 x wal_writer_delay): with the default 100 ms the read may fairly go to the primary
+    // (a CI run saw it). These tests check where a library's statements go, so they wait longer.
+    causalWaitMs: 3_000,
     healthCheck: { intervalMs: 200 },
   })
   db.on('error', () => {})
