@@ -61,6 +61,11 @@ export async function runPatroni(ctx: BenchContext, reps: number): Promise<Patro
       for (const fault of faults) {
         const r = await runFault(pg, [withSource, probeOnly], fault, { freezeMs: 14_000, log: ctx.log })
         runs.push(r)
+        if (r.reinitialized.length > 0) {
+          ctx.log(
+            `patroni: ${fault} rep ${rep + 1}: Patroni left ${r.reinitialized.join(', ')} in 'start failed'; reinitialized`,
+          )
+        }
         for (const c of r.clients) {
           ctx.log(
             `patroni: ${fault} rep ${rep + 1}, ${c.label}: leader change +${r.leaderChangeMs} ms, first ack +${c.faultToFirstAckMs} ms (${c.leaderChangeToFirstAckMs} ms after the leader change, ${c.writableToFirstAckMs} ms after writable), non-leader acks ${c.nonLeaderAcks}, lost ${c.lost}, failed writes ${c.writesFailed}, failed reads ${c.readsFailed}`,

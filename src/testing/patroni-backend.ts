@@ -97,6 +97,11 @@ export interface PatroniTestCluster {
   resumeReplay(i: number): Promise<void>
   /** A new Patroni member (a replica); returns when it streams. */
   addReplica(): Promise<PatroniTestNode>
+  /**
+   * Patroni re-creates member i's data directory from the leader (`POST /reinitialize`), as an
+   * operator does for a replica left in `start failed` after a rewind; returns when it streams.
+   */
+  reinit(i: number): Promise<void>
   /** Stops every process (members, etcd) and removes every file. Safe to call twice. */
   destroy(): Promise<void>
 }
@@ -754,6 +759,14 @@ class PatroniCluster implements PatroniTestCluster {
     await this.#spawnPatroni(m)
     await this.#waitMember(m, this.#deadline(), 'replica')
     return this.#snapshot(m)
+  }
+
+  async reinit(i: number): Promise<void> {
+    const deadline = this.#deadline()
+    const m = this.#member(i)
+    this.#opts.log(`pgsplit/testing: ${m.name}: reinitialize`)
+    await this.#post(m, '/reinitialize', { force: true }, deadline)
+    await this.#waitMember(m, deadline, 'replica')
   }
 
   // --- tear-down ----------------------------------------------------------------------------

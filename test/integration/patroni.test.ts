@@ -159,6 +159,20 @@ describe('Patroni (etcd + 3 members, synchronous_mode)', () => {
     }
   })
 
+  it('reinitializes a replica from the leader; pgsplit takes reads there again', async () => {
+    const leader = await pg.leader()
+    const i = [0, 1, 2].find((x) => x !== leader)!
+    const name = pg.nodes[i]!.name
+    await pg.reinit(i)
+    const member = (await pg.clusterState()).members.find((m) => m.name === name)
+    expect(member?.state).toMatch(/^(running|streaming)$/)
+    await eventually(
+      () =>
+        expect(withSource.db.topology().nodes.find((n) => n.name === name)).toMatchObject({ noReads: null }),
+      20_000,
+    )
+  }, 90_000)
+
   const check = (r: ScenarioResult, replicasRestarted = false) => {
     const [src, own] = r.clients as [ScenarioResult['clients'][0], ScenarioResult['clients'][0]]
     // Writes flowed again for both (liveness, generous).
@@ -216,6 +230,7 @@ function summary(r: ScenarioResult) {
     leaderChangeMs: r.leaderChangeMs,
     leaders: r.leaders,
     finalLeader: r.finalLeader,
+    reinitialized: r.reinitialized,
     durationMs: r.durationMs,
     clients: r.clients.map((c) => ({
       label: c.label,
