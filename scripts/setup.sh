@@ -33,8 +33,10 @@ if [ ! -x /usr/bin/patroni ] || [ ! -x /usr/bin/etcd ]; then
   SUDO=""
   [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   if $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends patroni etcd-server >/dev/null; then
-    # The packages may start services where an init system runs: the tests start their own.
+    # The packages may start services (systemd, or their init.d scripts where there is no
+    # systemd, as in a container): the tests start their own on free ports.
     $SUDO systemctl disable --now patroni etcd >/dev/null 2>&1 || true
+    $SUDO bash -c 'command -v service >/dev/null && { service patroni stop; service etcd stop; }' >/dev/null 2>&1 || true
   else
     echo "setup: could not install patroni and etcd-server; the Patroni tests will fail with a message naming 'apt-get install -y patroni etcd-server'" >&2
   fi
