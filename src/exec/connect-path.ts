@@ -29,7 +29,7 @@ export async function acquireReplicaLease(
       if (ctx.state.ended) throw new ClusterEndedError('connect()')
       const outcome = outcomeOf(err, 'connect')
       if (outcome === 'exhausted') {
-        throw new PoolExhaustedError(node.name, node.pool.options.connectionTimeoutMillis, { cause: err })
+        throw new PoolExhaustedError(node.name, node.connectTimeoutMs, { cause: err })
       }
       if (outcome === 'sql') throw err
       ctx.monitor.markSuspect(node)

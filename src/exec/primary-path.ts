@@ -52,7 +52,7 @@ export async function acquirePrimaryLease(ctx: ExecContext, deadline: number): P
       const outcome = outcomeOf(err, 'connect')
       if (outcome === 'not-sent') continue
       if (outcome === 'exhausted') {
-        throw new PoolExhaustedError(node.name, node.pool.options.connectionTimeoutMillis, { cause: err })
+        throw new PoolExhaustedError(node.name, node.connectTimeoutMs, { cause: err })
       }
       if (outcome !== 'node-gone') throw err
       lastError = err

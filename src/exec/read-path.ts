@@ -107,7 +107,7 @@ async function readFailed(
       ctx.emit('reclassified', { node: node.name, sql: request.statement.text })
       return runAsWrite(ctx, request)
     case 'exhausted':
-      throw new PoolExhaustedError(node.name, node.pool.options.connectionTimeoutMillis, { cause: err })
+      throw new PoolExhaustedError(node.name, node.connectTimeoutMs, { cause: err })
     case 'timeout':
     case 'sql':
       throw err

@@ -1,7 +1,15 @@
 import type pg from 'pg'
+import type { ListLinks } from './intrusive-list.js'
 import type { ClusterNode } from './node.js'
-import { isConnectionLevel, isDead, NOT_SENT, type Outcome, outcomeOf } from './outcome.js'
-import type { Waiter } from './waiter-list.js'
+import {
+  isConnectionLevel,
+  isDead,
+  NOT_SENT,
+  type Outcome,
+  outcomeOf,
+  POOL_TIMEOUT_MESSAGE,
+} from './outcome.js'
+import type { DeadlineItem } from './statement-deadlines.js'
 
 /**
  * A client checked out of one node's pool, and the one rule for giving it back. Every path
@@ -24,19 +32,32 @@ export interface Lease {
 
 export type LeaseCallback = (err: Error | null, lease: Lease | null) => void
 
+/** A caller waiting for a client of a node's current pool: settled at once when it goes away. */
+export interface Waiter extends ListLinks<Waiter> {
+  abandon(err: Error): void
+}
+
+type StatementDone = (err: Error | null | undefined, result: pg.QueryResult) => void
+
 /**
  * One checkout: the waiter while the pool has no client for it, then the lease. One object per
  * checkout, because every read passes here.
  */
-class NodeLease implements Lease, Waiter {
+class NodeLease implements Lease, Waiter, DeadlineItem {
   readonly node: ClusterNode
   // Set once granted; a lease is only handed out after that.
   client!: pg.PoolClient
   lost = false
-  prevWaiter: Waiter | null = null
-  nextWaiter: Waiter | null = null
+  // Links of the node's waiter list while waiting, then of its deadline list while a statement
+  // runs: a lease leaves the first before it can enter the second.
+  prevInList: (Waiter & DeadlineItem) | null = null
+  nextInList: (Waiter & DeadlineItem) | null = null
+  deadline = 0
+  /** The running statement's completion while it is under the node's deadline sweep. */
+  onDeadline: StatementDone | null = null
   #callback: LeaseCallback | null
   #attempts = 0
+  #queueTimer: NodeJS.Timeout | null = null
   /** 0 waiting, 1 granted, 2 released, 3 abandoned (the caller has moved on). */
   #state: 0 | 1 | 2 | 3 = 0
 
@@ -48,8 +69,30 @@ class NodeLease implements Lease, Waiter {
   /** Asks the node's current pool for a client (again, after one found dead). */
   request(): void {
     const node = this.node
+    const pool = node.pool
     node.waiters.add(this)
-    node.pool.connect((err, client, done) => this.#granted(err, client, done))
+    // pg-pool is given no connectionTimeoutMillis (node.ts): a caller that will queue behind
+    // busy clients gets the bound here, with pg-pool's own message (the outcome rule reads it
+    // as 'exhausted'). A new connection is bounded by the client's connect timeout, and an idle
+    // client is handed over on the next tick.
+    if (
+      node.connectTimeoutMs > 0 &&
+      this.#queueTimer === null &&
+      pool.totalCount >= (pool.options.max ?? 10) &&
+      pool.idleCount <= pool.waitingCount
+    ) {
+      this.#queueTimer = setTimeout(() => this.#queueTimedOut(), node.connectTimeoutMs)
+      this.#queueTimer.unref()
+    }
+    pool.connect((err, client, done) => this.#granted(err, client, done))
+  }
+
+  #queueTimedOut(): void {
+    this.#queueTimer = null
+    if (this.#state !== 0) return
+    this.node.waiters.remove(this)
+    // Still queued in pg-pool: the client it hands over later goes straight back (#granted).
+    this.#fail(new Error(POOL_TIMEOUT_MESSAGE))
   }
 
   #granted(err: Error | undefined, client: pg.PoolClient | undefined, done: (e?: Error) => void): void {
@@ -59,6 +102,10 @@ class NodeLease implements Lease, Waiter {
       return
     }
     this.node.waiters.remove(this)
+    if (this.#queueTimer !== null) {
+      clearTimeout(this.#queueTimer)
+      this.#queueTimer = null
+    }
     if (err !== undefined && err !== null) {
       this.#fail(err)
       return
@@ -77,12 +124,24 @@ class NodeLease implements Lease, Waiter {
     callback(null, this)
   }
 
-  /** The pool went away under this waiter (see WaiterList.abandonAll). */
+  /** The statement ran past the pool's `query_timeout` (see StatementDeadlines). */
+  expire(): void {
+    const done = this.onDeadline
+    this.onDeadline = null
+    // pg's own message for its client-side timeout: the outcome rule reads it as 'timeout'.
+    done?.(new Error('Query read timeout'), undefined as unknown as pg.QueryResult)
+  }
+
+  /** The pool went away under this waiter (see ClusterNode's waiter list). */
   abandon(err: Error): void {
     if (this.#state === 0) this.#fail(err)
   }
 
   #fail(err: Error): void {
+    if (this.#queueTimer !== null) {
+      clearTimeout(this.#queueTimer)
+      this.#queueTimer = null
+    }
     this.#state = 3
     this.node.inFlight--
     const callback = this.#callback!
@@ -175,7 +234,22 @@ export function runStatement(lease: Lease, statement: Statement, callback: State
     signal.addEventListener('abort', onAbort, { once: true })
   }
   if (statement.internal !== true) node.queries++
-  const done = (err: Error | null | undefined, result: pg.QueryResult) => {
+  // The pool's query_timeout is the node's deadline sweep, not a pg timer per statement; a
+  // statement with its own query_timeout keeps pg's timer.
+  const l = lease as NodeLease
+  const swept =
+    node.deadlines.timeoutMs > 0 &&
+    (statement.config === null ||
+      (statement.config as { query_timeout?: unknown }).query_timeout === undefined)
+  let settled = false
+  const done: StatementDone = (err, result) => {
+    // Once: after the deadline fired, the late answer (or the connection's end) is dropped.
+    if (settled) return
+    settled = true
+    if (swept) {
+      l.onDeadline = null
+      node.deadlines.remove(l)
+    }
     if (onAbort !== undefined) signal?.removeEventListener('abort', onAbort)
     if (err === null || err === undefined) {
       callback(null, result, null)
@@ -191,12 +265,26 @@ export function runStatement(lease: Lease, statement: Statement, callback: State
     }
     callback(err, null, outcome)
   }
+  if (swept) {
+    l.onDeadline = done
+    node.deadlines.add(l)
+  }
+  // pg reads the connection's query_timeout synchronously in client.query: 0 for this one call.
+  const parameters = swept ? (client as unknown as PgTimeoutParameters).connectionParameters : undefined
+  const saved = parameters?.query_timeout
+  if (parameters !== undefined) parameters.query_timeout = 0
   try {
     if (statement.config === null) client.query(statement.text, statement.values as unknown[], done)
     else client.query(statement.config, done)
   } catch (err) {
     done(err as Error, undefined as unknown as pg.QueryResult)
+  } finally {
+    if (parameters !== undefined) parameters.query_timeout = saved
   }
+}
+
+interface PgTimeoutParameters {
+  connectionParameters?: { query_timeout?: number | false }
 }
 
 function abortError(signal: AbortSignal): Error {

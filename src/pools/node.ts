@@ -1,8 +1,10 @@
 import pg from 'pg'
 import type { MaxLag, NormalizedNode, ReadCandidate } from '../config.js'
 import type { NodeAddress } from './connection-string.js'
+import { IntrusiveList } from './intrusive-list.js'
+import type { Waiter } from './lease.js'
 import { notSentError } from './lease.js'
-import { WaiterList } from './waiter-list.js'
+import { StatementDeadlines } from './statement-deadlines.js'
 
 export type NodeRole = 'primary' | 'replica' | 'unknown'
 export type NodeState = 'unknown' | 'up' | 'down'
@@ -102,7 +104,11 @@ export class ClusterNode implements ReadCandidate {
   readonly #hooks: NodeHooks
   #pool: pg.Pool
   /** Callers queued in the current pool's connect(): settled at once when it is replaced or ended. */
-  readonly waiters = new WaiterList()
+  readonly waiters = new IntrusiveList<Waiter>()
+  /** The pool's `query_timeout` for statements on leases (see StatementDeadlines). */
+  readonly deadlines: StatementDeadlines
+  /** The pool's `connectionTimeoutMillis`, 0 for none (see #createPool and NodeLease). */
+  readonly connectTimeoutMs: number
 
   role: NodeRole
   state: NodeState = 'unknown'
@@ -159,6 +165,10 @@ export class ClusterNode implements ReadCandidate {
     this.maxLag = config.maxLag
     this.role = config.declaredRole
     this.#onIdleError = onIdleError
+    const timeout = (config.poolConfig as { query_timeout?: unknown }).query_timeout
+    this.deadlines = new StatementDeadlines(typeof timeout === 'number' && timeout > 0 ? timeout : 0)
+    const connectTimeout = config.poolConfig.connectionTimeoutMillis
+    this.connectTimeoutMs = typeof connectTimeout === 'number' && connectTimeout > 0 ? connectTimeout : 0
     this.#pool = this.#createPool()
   }
 
@@ -182,18 +192,25 @@ export class ClusterNode implements ReadCandidate {
   #createPool(): pg.Pool {
     const hooks = this.#hooks
     const onConnect = hooks.onConnect
-    const userOnConnect = (this.#config.poolConfig as { onConnect?: (c: pg.PoolClient) => unknown }).onConnect
-    const pool = new pg.Pool(
-      onConnect === undefined
-        ? this.#config.poolConfig
-        : Object.assign(Object.create(null) as pg.PoolConfig, this.#config.poolConfig, {
-            // The user's hook first, then the cluster's (Kysely's onCreateConnection), both awaited.
-            onConnect: async (client: pg.PoolClient) => {
-              await userOnConnect?.(client)
-              await onConnect(client, this)
-            },
-          }),
-    )
+    const config = this.#config.poolConfig
+    const userOnConnect = (config as { onConnect?: (c: pg.PoolClient) => unknown }).onConnect
+    // A copy with its descriptors (the password and URL stay non-enumerable).
+    const options = Object.defineProperties({}, Object.getOwnPropertyDescriptors(config)) as pg.PoolConfig
+    if (this.connectTimeoutMs > 0) {
+      // pg-pool arms a timer on every checkout when connectionTimeoutMillis is set, even when a
+      // client is idle. pgsplit bounds the two waits itself instead: a new connection through
+      // the client's own connect timeout, a caller that queues for a busy pool in NodeLease.
+      options.connectionTimeoutMillis = 0
+      options.Client = boundedClient(config.Client ?? pg.Client, this.connectTimeoutMs)
+    }
+    if (onConnect !== undefined) {
+      // The user's hook first, then the cluster's (Kysely's onCreateConnection), both awaited.
+      ;(options as { onConnect?: (client: pg.PoolClient) => Promise<void> }).onConnect = async (client) => {
+        await userOnConnect?.(client)
+        await onConnect(client, this)
+      }
+    }
+    const pool = new pg.Pool(options)
     // pg-pool copies its options with Object.assign, which drops the non-enumerable URL: its
     // parameters (sslmode, sslrootcert, application_name, options, ...) would be silently lost
     // for every pooled connection. Put it back, still hidden from JSON and inspection.
@@ -242,7 +259,10 @@ export class ClusterNode implements ReadCandidate {
 
   /** Settles every caller still queued for a client of the current pool with `err`. */
   #abandonPending(err: () => Error): void {
-    this.waiters.abandonAll(err)
+    this.waiters.drain(
+      () => true,
+      (waiter) => waiter.abandon(err()),
+    )
   }
 
   /**
@@ -365,4 +385,18 @@ function forgetPassword(client: pg.PoolClient): void {
       configurable: true,
     })
   }
+}
+
+type ClientClass = NonNullable<pg.PoolConfig['Client']>
+
+/** `Base` with `connectionTimeoutMillis` of `ms` for its connect (pg-pool is given 0). */
+function boundedClient(Base: ClientClass, ms: number): ClientClass {
+  const Bounded = class PgsplitClient extends (Base as typeof pg.Client) {
+    constructor(config?: pg.ClientConfig) {
+      // With its descriptors: pg-pool keeps the password (and pgsplit the URL) non-enumerable.
+      const own = Object.defineProperties({}, Object.getOwnPropertyDescriptors(config ?? {}))
+      super(Object.assign(own, { connectionTimeoutMillis: ms }) as pg.ClientConfig)
+    }
+  }
+  return Bounded as unknown as ClientClass
 }

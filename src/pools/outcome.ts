@@ -35,7 +35,7 @@ interface ClientFlags {
 }
 
 /** pg-pool's message when a full pool had no client for `connectionTimeoutMillis`. */
-const POOL_TIMEOUT = 'timeout exceeded when trying to connect'
+export const POOL_TIMEOUT_MESSAGE = 'timeout exceeded when trying to connect'
 /** pg-pool's message for connect() on a pool that was ended. */
 const POOL_ENDED = 'Cannot use a pool after calling end on the pool'
 /** pg's message for a query refused before it was written (the client is dead or closing). */
@@ -100,7 +100,7 @@ export function outcomeOf(
   const code = codeOf(err)
   const message = messageOf(err)
   if (phase === 'connect') {
-    if (code === '' && message === POOL_TIMEOUT) return 'exhausted'
+    if (code === '' && message === POOL_TIMEOUT_MESSAGE) return 'exhausted'
     // A pool ended under the caller (its node's pool was replaced, or the cluster ended).
     if (code === '' && message === POOL_ENDED) return 'not-sent'
     if (code === '53300') return 'too-many-connections'

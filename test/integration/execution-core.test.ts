@@ -338,6 +338,8 @@ describe('5. a client-side timeout on a read', () => {
     const outcome = await timed(db.query("SELECT pg_sleep(2), 'core-timeout' AS tag"))
     expect(outcome.ok).toBe(false)
     expect((outcome.error as Error).message).toMatch(/timeout/i)
+    // The bound is the node's deadline sweep (src/pools/statement-deadlines.ts): never early.
+    expect(Date.now() - started).toBeGreaterThanOrEqual(200)
     // The statement stops on its replica well before its 2 s are up (checked first, before
     // anything else can queue behind it).
     const running = async () => {
@@ -372,6 +374,28 @@ describe('5. a client-side timeout on a read', () => {
       ports.add((await db.query<{ p: number }>('SELECT inet_server_port() AS p')).rows[0]!.p)
     }
     expect.soft([...ports].sort()).toEqual([port(1), port(2)].sort())
+  })
+})
+
+describe('5b. the pool query_timeout as a deadline sweep', () => {
+  it('a per-query query_timeout overrides the pool one, as with pg; text, QueryConfig and callback forms time out alike', async () => {
+    const db = open({ pool: { query_timeout: 200 } })
+    await db.ready()
+    // Longer than the pool's bound, shorter than its own: it completes.
+    const own = await db.query({
+      text: 'SELECT pg_sleep(0.5) AS s, 1 AS one',
+      query_timeout: 5_000,
+    } as pg.QueryConfig)
+    expect(own.rows[0]?.one).toBe(1)
+    const config = await timed(db.query({ text: 'SELECT pg_sleep(2)', values: [] }))
+    expect((config.error as Error | undefined)?.message).toBe('Query read timeout')
+    const viaCallback = await new Promise<Error | undefined>((resolve) =>
+      db.query('SELECT pg_sleep(2)', [], (err) => resolve(err)),
+    )
+    expect(viaCallback?.message).toBe('Query read timeout')
+    // The next statements run on healthy connections (the timed-out ones were destroyed).
+    const rows = await Promise.all(Array.from({ length: 12 }, (_, i) => db.query('SELECT $1::int AS i', [i])))
+    expect(rows.map((r) => r.rows[0]?.i)).toEqual(Array.from({ length: 12 }, (_, i) => i))
   })
 })
 
