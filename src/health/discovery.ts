@@ -122,8 +122,8 @@ export class Discovery {
     this.#topology.setPrimary(null)
     old.role = 'unknown'
     old.fenced = true
+    // primaryLost replaces its pool: callers queued there are routed again at once.
     this.#markLost(old.name, reason)
-    void old.replacePool()
     this.#schedulePoll()
     void this.trigger(reason)
   }
