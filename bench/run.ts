@@ -23,10 +23,11 @@ import { postmasterPids, serverCpuSampler } from './lib/cpu.js'
 import type { Comparison } from './lib/interleave.js'
 import { pgsplitBuild } from './lib/pgsplit.js'
 import { type OverheadResult, runOverhead } from './overhead.js'
+import { type PatroniResult, runPatroni } from './patroni.js'
 import { type PgpoolResult, runPgpool } from './pgpool.js'
 import { runTokens, type TokensResult } from './tokens.js'
 
-const ALL = ['classifier', 'overhead', 'kysely', 'pgpool', 'causal', 'tokens', 'failover'] as const
+const ALL = ['classifier', 'overhead', 'kysely', 'pgpool', 'causal', 'tokens', 'failover', 'patroni'] as const
 type BenchName = (typeof ALL)[number]
 
 interface Args {
@@ -124,6 +125,7 @@ interface Results {
   causal?: CausalResult | Failed
   tokens?: TokensResult | Failed
   failover?: FailoverResult | Failed
+  patroni?: PatroniResult | Failed
 }
 
 function ok<T extends object>(value: T | Failed | undefined): T | undefined {
@@ -291,6 +293,29 @@ function tableRows(r: Results, want: (name: BenchName) => boolean): Row[] {
       spread: `${fmt(t.forgedBurstMs.min, 1)}..${fmt(t.forgedBurstMs.max, 1)}`,
     })
   }
+  if (want('patroni') && !failed('patroni', 'leader change -> first write', r.patroni, '<= 200')) {
+    const p = ok(r.patroni)!
+    if (p.skipped) add({ bench: 'patroni', figure: 'skipped', value: p.reason })
+    else {
+      for (const s of p.summary) {
+        const withSource = s.client === 'patroni source'
+        add({
+          bench: 'patroni',
+          figure: `${s.fault}, ${s.client}: leader change -> first write ms`,
+          value: fmt(s.leaderChangeToFirstAckMs, 0),
+          spread: `fault -> leader ${fmt(s.leaderChangeMs, 0)}, -> first write ${fmt(s.faultToFirstAckMs, 0)}; writable -> first write ${fmt(s.writableToFirstAckMs, 0)}`,
+          target: withSource ? '<= 200' : '',
+          status: withSource ? check(s.leaderChangeToFirstAckMs, (v) => v <= 200) : 'n/a',
+        })
+        add({
+          figure: '  non-leader acks / lost (sync) / failed writes / failed reads',
+          value: `${s.nonLeaderAcks} / ${s.lost} / ${s.failedWrites} / ${s.failedReads}`,
+          target: withSource ? '0 / 0 / - / 0' : '',
+          status: withSource ? check(s.nonLeaderAcks + s.lost + s.failedReads, (v) => v === 0) : 'n/a',
+        })
+      }
+    }
+  }
   if (want('classifier') && !failed('classifier', 'ns/statement', r.classifier)) {
     const c = ok(r.classifier)!
     add({
@@ -368,6 +393,7 @@ async function main(): Promise<void> {
     await cluster?.destroy()
   }
   await attempt('failover', () => runFailover(ctx, failoverReps))
+  await attempt('patroni', () => runPatroni(ctx, args.quick ? 1 : 2))
   if (pgVersion === null) {
     try {
       pgVersion = execFileSync('sh', ['-c', 'ls -d /usr/lib/postgresql/*/bin/postgres | sort -V | tail -1'], {

@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+# A node_modules that is a symlink belongs to another checkout (a git worktree sharing the main
+# one's): npm ci would empty the directory it points to. Leave it alone.
+if [ ! -L node_modules ] && { [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; }; then
   npm ci --no-audit --no-fund || npm install --no-audit --no-fund
 fi
 
@@ -25,3 +27,20 @@ if [ -z "${PGSPLIT_PG_VERSION:-}${PGSPLIT_PG_BINDIR:-}" ] && ! have_pg; then
   # The package starts a cluster on 5432 as a service; the tests do not need it.
   $SUDO pg_ctlcluster --help >/dev/null 2>&1 && $SUDO bash -c 'for c in $(pg_lsclusters -h | cut -d" " -f1,2 | tr " " "/"); do pg_ctlcluster ${c%/*} ${c#*/} stop || true; done' || true
 fi
+
+# --- Patroni and etcd (the `pgsplit/testing` backend 'patroni'; test/integration/patroni.test.ts) ---
+# Debian's packages; run as plain processes by the tests (no service is started or needed).
+if [ ! -x /usr/bin/patroni ] || [ ! -x /usr/bin/etcd ]; then
+  echo "setup: Patroni / etcd not found, installing them with apt-get (patroni, etcd-server)" >&2
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  if $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends patroni etcd-server >/dev/null; then
+    # The packages may start services (systemd, or their init.d scripts where there is no
+    # systemd, as in a container): the tests start their own on free ports.
+    $SUDO systemctl disable --now patroni etcd >/dev/null 2>&1 || true
+    $SUDO bash -c 'command -v service >/dev/null && { service patroni stop; service etcd stop; }' >/dev/null 2>&1 || true
+  else
+    echo "setup: could not install patroni and etcd-server; the Patroni tests will fail with a message naming 'apt-get install -y patroni etcd-server'" >&2
+  fi
+fi
+# --- end Patroni and etcd ---

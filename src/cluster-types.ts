@@ -1,6 +1,7 @@
 import type pg from 'pg'
 import type { ConsistencyMode } from './config.js'
 import type { MonitorEvents } from './health/monitor.js'
+import type { SourceSnapshot } from './health/topology-follower.js'
 import type { NodeSnapshot } from './pools/node.js'
 
 /** Where a statement runs: `'auto'` classifies its SQL. */
@@ -53,6 +54,8 @@ export interface TopologySnapshot {
   /** True while the primary is lost and discovery polls for a new one. */
   searching: boolean
   nodes: NodeSnapshot[]
+  /** The topology source (`patroni`, `nodes` as a function), or null. */
+  source: SourceSnapshot | null
 }
 
 /** The events of a Cluster and their payloads. */
@@ -87,6 +90,8 @@ export interface ClusterEvents {
   foreignNode: Parameters<MonitorEvents['foreignNode']>
   /** Two configured addresses reach the same server (a configuration mistake, not a split brain). */
   duplicateNode: Parameters<MonitorEvents['duplicateNode']>
+  /** The topology source stopped answering (pgsplit falls back to its own discovery), answers again, or could not apply a change. */
+  topologySource: [{ source: string; healthy: boolean; reason: string }]
 }
 
 /** Explicit routing: `db.primary` and `db.replica`. */

@@ -99,10 +99,11 @@ export interface ClusterConfig {
   replicas?: NodeInput[]
   /**
    * Role-less list: the primary is found with `pg_is_in_recovery()`. Excludes `primary`/`replicas`.
-   * Or an async function returning the list, called again every `discovery.intervalMs`.
+   * Or an async function returning the list (DNS SRV, Kubernetes Endpoints, CloudNativePG's
+   * services), called again every `discovery.intervalMs` and when the primary is lost.
    */
   nodes?: NodeInput[] | (() => Promise<NodeInput[]>)
-  /** With `nodes` as a function: how often it is called again. */
+  /** With `nodes` as a function: how often it is called again. Default 5000. */
   discovery?: { intervalMs?: number }
   /** `pg.Pool` options for every node. */
   pool?: PoolOptions
@@ -138,8 +139,36 @@ export interface ClusterConfig {
   classifierCacheSize?: number
   /** Signed read-your-writes tokens: HMAC secrets (the first signs, all verify), each >= 16 characters. */
   tokens?: TokensConfig
-  /** Patroni REST endpoints to learn the cluster's roles from. */
-  patroni?: { urls: string[]; username?: string; password?: string; intervalMs?: number; timeoutMs?: number }
+  /**
+   * Follow Patroni: its REST API's `GET /cluster` says who is leader (the only node writes go
+   * to), which members exist and which take no reads. The first node of `nodes`/`primary` gives
+   * the connection settings of members pgsplit does not know yet.
+   */
+  patroni?: PatroniConfig
+}
+
+/** Patroni as the topology source (`createCluster({ nodes, patroni })`). */
+export interface PatroniConfig {
+  /** REST API base URLs of the members, e.g. `http://10.0.0.1:8008`. */
+  urls: string[]
+  /** Basic auth of the REST API (`restapi.authentication`). */
+  username?: string
+  password?: string
+  /** Poll period of `GET /cluster`. Default 100. */
+  intervalMs?: number
+  /** Bound of one REST call. Default 1000. */
+  timeoutMs?: number
+}
+
+/** `patroni` with its defaults; `password` and `template` are non-enumerable (never in JSON). */
+export interface NormalizedPatroni {
+  urls: string[]
+  username?: string
+  password?: string
+  intervalMs: number
+  timeoutMs: number
+  /** The first node as the user gave it: the connection template for members pgsplit does not know. */
+  template: NodeInput
 }
 
 export type DeclaredRole = 'primary' | 'replica' | 'unknown'
@@ -171,11 +200,9 @@ export interface NormalizedConfig {
   classifierCacheSize: number
   /** `nodes` given as a function (then `nodes` above is empty until it is called). */
   nodeSource: (() => Promise<NodeInput[]>) | undefined
-  discovery: { intervalMs: number | undefined }
+  discovery: { intervalMs: number }
   tokens: { secrets: string[]; requireSigned: boolean } | undefined
-  patroni:
-    | { urls: string[]; username?: string; password?: string; intervalMs?: number; timeoutMs?: number }
-    | undefined
+  patroni: NormalizedPatroni | undefined
 }
 
 export const DEFAULTS = {
@@ -194,6 +221,9 @@ export const DEFAULTS = {
   failover: { timeoutMs: 30_000, pollIntervalMs: 100, writeTimeoutMs: 20_000 },
   readOnlyTransactions: 'primary',
   classifierCacheSize: 5_000,
+  discovery: { intervalMs: 5_000 },
+  /** Patroni's REST API answers in a few ms: a fast poll follows a leader change within ~100 ms. */
+  patroni: { intervalMs: 100, timeoutMs: 1_000 },
   /** pg defaults wait forever; pgsplit bounds every wait. */
   pool: { connectionTimeoutMillis: 5_000, query_timeout: 60_000, keepAlive: true, max: 10 },
 } as const
@@ -554,7 +584,7 @@ function normalizeTokens(value: unknown): NormalizedConfig['tokens'] {
   return { secrets, requireSigned: boolean('tokens.requireSigned', tokens.requireSigned, false) }
 }
 
-function normalizePatroni(value: unknown): NormalizedConfig['patroni'] {
+function normalizePatroni(value: unknown, template: unknown): NormalizedConfig['patroni'] {
   if (value === undefined) return undefined
   const p = object('patroni', value, ['urls', 'username', 'password', 'intervalMs', 'timeoutMs'])
   if (!Array.isArray(p.urls) || p.urls.length === 0) {
@@ -574,14 +604,23 @@ function normalizePatroni(value: unknown): NormalizedConfig['patroni'] {
   })
   const username = string('patroni.username', p.username, { nonEmpty: true, maxLength: 1_000 })
   const password = string('patroni.password', p.password, { maxLength: 10_000 })
-  const out: NonNullable<NormalizedConfig['patroni']> = { urls }
+  if (password !== undefined && username === undefined) {
+    throw new ConfigError('patroni.password', 'needs patroni.username (HTTP basic auth sends both)', {
+      expected: 'patroni.username with it',
+    })
+  }
+  const d = DEFAULTS.patroni
+  const out: NormalizedPatroni = {
+    urls,
+    intervalMs: duration('patroni.intervalMs', p.intervalMs, LIMITS['patroni.intervalMs'], d.intervalMs),
+    timeoutMs: duration('patroni.timeoutMs', p.timeoutMs, LIMITS['patroni.timeoutMs'], d.timeoutMs),
+    template: template as NodeInput,
+  }
   if (username !== undefined) out.username = username
+  // The REST password and the template (it may hold the database password) stay out of JSON.
   if (password !== undefined)
     Object.defineProperty(out, 'password', { value: password, enumerable: false, writable: true })
-  const intervalMs = duration('patroni.intervalMs', p.intervalMs, LIMITS['patroni.intervalMs'], undefined)
-  const timeoutMs = duration('patroni.timeoutMs', p.timeoutMs, LIMITS['patroni.timeoutMs'], undefined)
-  if (intervalMs !== undefined) out.intervalMs = intervalMs
-  if (timeoutMs !== undefined) out.timeoutMs = timeoutMs
+  Object.defineProperty(out, 'template', { enumerable: false })
   return out
 }
 
@@ -640,8 +679,18 @@ export function normalizeConfig(config: ClusterConfig): NormalizedConfig {
         },
       )
     }
-    if (typeof raw.nodes === 'function') nodeSource = raw.nodes as () => Promise<NodeInput[]>
-    else nodes = normalizeNodeArray('nodes', raw.nodes, pool)
+    if (typeof raw.nodes === 'function') {
+      nodeSource = raw.nodes as () => Promise<NodeInput[]>
+      if (raw.patroni !== undefined) {
+        throw new ConfigError(
+          'nodes',
+          'cannot be a function together with patroni: Patroni lists the members',
+          {
+            expected: 'nodes: [...] (the fallback and the connection template) with patroni',
+          },
+        )
+      }
+    } else nodes = normalizeNodeArray('nodes', raw.nodes, pool)
   } else {
     if (raw.primary === undefined) {
       throw new ConfigError(
@@ -723,11 +772,12 @@ export function normalizeConfig(config: ClusterConfig): NormalizedConfig {
         'discovery.intervalMs',
         discovery.intervalMs,
         LIMITS['discovery.intervalMs'],
-        undefined,
+        DEFAULTS.discovery.intervalMs,
       ),
     },
     tokens: normalizeTokens(raw.tokens),
-    patroni: normalizePatroni(raw.patroni),
+    // The raw first node: validated above (it is nodes[0] or primary), a template for new members.
+    patroni: normalizePatroni(raw.patroni, Array.isArray(raw.nodes) ? raw.nodes[0] : raw.primary),
   }
 }
 

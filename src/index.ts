@@ -18,6 +18,7 @@ export type {
   MaxLag,
   NodeConfig,
   NodeInput,
+  PatroniConfig,
   PoolOptions,
   ReadCandidate,
   ReadStrategy,
@@ -40,6 +41,7 @@ export {
   TransactionStatementError,
   WriteOutcomeUnknownError,
 } from './errors.js'
+export type { SourceSnapshot } from './health/topology-follower.js'
 export { redact } from './pools/connection-string.js'
 export type { NodeRole, NodeSnapshot, NodeState } from './pools/node.js'
 export {

@@ -16,6 +16,7 @@ import { Discovery } from '../health/discovery.js'
 import { LsnReader } from '../health/lsn-reader.js'
 import { HealthMonitor } from '../health/monitor.js'
 import { describeError } from '../health/probe.js'
+import { createTopologyFollower, type TopologyFollower } from '../health/topology-follower.js'
 import { ClusterNode, type NodeHooks, type NodeSnapshot } from '../pools/node.js'
 import { isConnectionLevel } from '../pools/outcome.js'
 import { Topology } from '../pools/topology.js'
@@ -37,6 +38,7 @@ export class ClusterCore {
   readonly #topology = new Topology()
   readonly #monitor: HealthMonitor
   readonly #discovery: Discovery
+  readonly #follower: TopologyFollower | null
   readonly #lsnReader: LsnReader
   readonly #state: ExecState
   readonly #hooks: NodeHooks
@@ -87,6 +89,8 @@ export class ClusterCore {
         primaryLost: (p) => {
           // Its connections are not reused: callers queued in its pool are routed again at once.
           void this.#topology.find(p.node)?.replacePool()
+          // The topology source may already name the new leader: ask it now, not at its next poll.
+          void this.#follower?.refresh()
           emit('primaryLost', p)
         },
         failover: (p) => emit('failover', p),
@@ -98,6 +102,17 @@ export class ClusterCore {
       },
       cfg.failover.pollIntervalMs,
     )
+    this.#follower = createTopologyFollower(cfg, {
+      nodes: () => this.#topology.nodes,
+      primary: () => this.#topology.primary,
+      addNode: (input) => this.addNode(input),
+      removeNode: (name) => this.removeNode(name),
+      rediscover: (reason) => void this.#discovery.trigger(reason),
+      revokePrimary: (reason) => this.#discovery.revoke(reason),
+      sourceEvent: (p) => emit('topologySource', p),
+    })
+    // An authority (Patroni) decides which writable node may be the primary, while it answers.
+    if (this.#follower !== null) this.#discovery.setAuthority(() => this.#follower?.leader())
     this.#lsnReader = new LsnReader(cfg.healthCheck.timeoutMs)
     const tokens = new TokenGuard(new TokenCodec(cfg.tokens), {
       // The primary's position known without I/O: a token within it is accepted at once.
@@ -129,6 +144,7 @@ export class ClusterCore {
       }),
       monitor: this.#monitor,
       discovery: this.#discovery,
+      follower: this.#follower,
       lsnReader: this.#lsnReader,
       tokens,
       global: new CausalSession(),
@@ -156,6 +172,8 @@ export class ClusterCore {
   async #start(): Promise<void> {
     await Promise.resolve()
     try {
+      // The source's first answer (bounded by its timeout) comes before the first decision.
+      if (this.#follower !== null) await this.#follower.start()
       // Discovery probes every node: roles, states, positions. Then one ordered round gives lag.
       await this.#discovery.trigger('startup')
       // Then rounds until every reachable replica has a measured timeline and lag.
@@ -246,6 +264,7 @@ export class ClusterCore {
       timeline: this.#topology.timeline === 0 ? null : this.#topology.timeline,
       searching: this.#discovery.searching,
       nodes: this.#topology.nodes.map((n) => n.snapshot()),
+      source: this.#follower?.snapshot() ?? null,
     }
   }
 
@@ -300,6 +319,7 @@ export class ClusterCore {
   /** Ends everything; resolves when every pool has drained. */
   async end(): Promise<void> {
     this.#state.ended = true
+    this.#follower?.end()
     this.#monitor.end()
     this.#discovery.end()
     this.#lsnReader.end()

@@ -3,6 +3,7 @@ import type { NormalizedConfig } from '../config.js'
 import type { Discovery } from '../health/discovery.js'
 import type { LsnReader } from '../health/lsn-reader.js'
 import type { HealthMonitor } from '../health/monitor.js'
+import type { TopologyFollower } from '../health/topology-follower.js'
 import type { Topology } from '../pools/topology.js'
 import type { StatementClassifier } from '../router/classify.js'
 import type { CausalSession } from '../router/consistency.js'
@@ -27,6 +28,8 @@ export interface ExecContext {
   readonly classifier: StatementClassifier
   readonly monitor: HealthMonitor
   readonly discovery: Discovery
+  /** The topology source's follower (Patroni, `nodes` as a function), or null. */
+  readonly follower: TopologyFollower | null
   readonly lsnReader: LsnReader
   /** Parses, verifies, signs and bounds tokens: every token from outside enters through it. */
   readonly tokens: TokenGuard

@@ -25,8 +25,9 @@ import { withQueryTimeout } from './statement.js'
  *   {@link PrimaryReadOnlyError} at once.
  * - Sent, then the connection broke or the client-side timeout fired: a write may have committed,
  *   so it is never re-sent: {@link WriteOutcomeUnknownError}. A read is sent again.
- * - A write acknowledged by a node that stopped being the primary while it ran: it may be rewound
- *   by the new primary's history, so it is reported as {@link WriteOutcomeUnknownError} too.
+ * - A write acknowledged by a node that stopped being the primary while it ran, or that the
+ *   topology authority (Patroni) does not hold as leader: it may be rewound by the new primary's
+ *   history, so it is reported as {@link WriteOutcomeUnknownError} too ({@link checkAcknowledged}).
  */
 export async function acquirePrimaryLease(ctx: ExecContext, deadline: number): Promise<Lease> {
   let lastError: unknown
@@ -124,15 +125,29 @@ export async function runOnPrimary(
       throw err
     }
     lease.release()
-    if (write && ctx.topology.primary !== node) {
-      throw new WriteOutcomeUnknownError(
-        node.name,
-        new Error(`${node.name} stopped being the primary while the write ran; it may not survive`),
-      )
-    }
+    if (write) checkAcknowledged(ctx, node)
     return { result, node }
   }
   throw new NoPrimaryError('statement retried too often', ctx.config.failover.timeoutMs)
+}
+
+/**
+ * The acknowledgement rule, at every point where a write's success is reported (a write through
+ * `db.query`, a transaction's COMMIT): the node that answered must still be the primary and, while
+ * a topology authority answers, its leader. Otherwise the write may be rewound by the new
+ * primary's history: {@link WriteOutcomeUnknownError}, never a success.
+ */
+export function checkAcknowledged(ctx: ExecContext, node: ClusterNode): void {
+  if (ctx.topology.primary !== node) {
+    throw new WriteOutcomeUnknownError(
+      node.name,
+      new Error(`${node.name} stopped being the primary while the write ran; it may not survive`),
+    )
+  }
+  const follower = ctx.follower
+  if (follower !== null && !follower.mayAcknowledge(node.name)) {
+    throw new WriteOutcomeUnknownError(node.name, follower.notLeaderError(node.name))
+  }
 }
 
 /** A write's client-side bound: `failover.writeTimeoutMs` when it is below the pool's query_timeout. */

@@ -9,7 +9,7 @@ import { readRequirement, recordWrite } from './causal.js'
 import { acquireReplicaLease } from './connect-path.js'
 import type { ExecContext } from './context.js'
 import { trackStatements } from './pinned-client.js'
-import { acquirePrimaryLease, failedOver } from './primary-path.js'
+import { acquirePrimaryLease, checkAcknowledged, failedOver } from './primary-path.js'
 
 const COMMIT: Statement = { text: 'COMMIT', values: undefined, config: null }
 const ISOLATION_LEVELS: readonly IsolationLevel[] = [
@@ -81,16 +81,17 @@ async function runOn<T>(
   const node = lease.node
   let commitSent = false
   const tracker = trackStatements(ctx, lease.client)
+  let result: T
+  let committed: boolean
   try {
     await runOnLease(lease, begin)
-    const result = await runInScope({ forcePrimary: true }, () => fn(lease.client))
+    result = await runInScope({ forcePrimary: true }, () => fn(lease.client))
     tracker.restore()
     commitSent = true
     const commit = await runOnLease(lease, COMMIT)
     lease.release()
     // COMMIT of an aborted transaction answers ROLLBACK: nothing was written.
-    if (writes && commit.command === 'COMMIT') recordWrite(ctx, node, mode, scope, tracker.schemaChange)
-    return result
+    committed = commit.command === 'COMMIT'
   } catch (err) {
     tracker.restore()
     if (!commitSent && !lease.lost && !isDead(lease.client)) {
@@ -108,6 +109,12 @@ async function runOn<T>(
     }
     throw err
   }
+  if (writes && committed) {
+    // Outside the try: the lease is released, and this is not a lost connection.
+    checkAcknowledged(ctx, node)
+    recordWrite(ctx, node, mode, scope, tracker.schemaChange)
+  }
+  return result
 }
 
 function rollbackWithin(ctx: ExecContext): Statement {

@@ -100,12 +100,32 @@ export class Discovery {
   #lostName: string | null = null
   #lastSplitBrain = ''
   #ended = false
+  /** An HA manager's leader (see TopologyFollower.leader): undefined = no authority in force. */
+  #authority: () => string | null | undefined = () => undefined
 
   constructor(topology: Topology, monitor: HealthMonitor, events: DiscoveryEvents, pollIntervalMs: number) {
     this.#topology = topology
     this.#monitor = monitor
     this.#events = events
     this.#pollIntervalMs = pollIntervalMs
+  }
+
+  /** Makes `leader()` the rule for the primary: no other node is chosen or kept. */
+  setAuthority(leader: () => string | null | undefined): void {
+    this.#authority = leader
+  }
+
+  /** The authority no longer holds the primary as leader: no write goes to it from now on. */
+  revoke(reason: string): void {
+    const old = this.#topology.primary
+    if (old === null || this.#ended) return
+    this.#topology.setPrimary(null)
+    old.role = 'unknown'
+    old.fenced = true
+    // primaryLost replaces its pool: callers queued there are routed again at once.
+    this.#markLost(old.name, reason)
+    this.#schedulePoll()
+    void this.trigger(reason)
   }
 
   /** True while no primary is known and discovery is polling. */
@@ -152,6 +172,19 @@ export class Discovery {
       systemIdentifier: result?.systemIdentifier ?? null,
       startedAt: result?.startedAt ?? null,
     }))
+    const leader = this.#authority()
+    if (leader !== undefined) {
+      for (const c of candidates) {
+        if (!c.writable || c.name === leader) continue
+        // Writable but not the authority's leader: fenced, never chosen.
+        c.writable = false
+        const node = this.#topology.find(c.name)
+        if (node !== undefined) {
+          node.role = 'unknown'
+          node.fenced = true
+        }
+      }
+    }
     // The cluster's identity: established by a primary before, else the one most nodes share
     // (a `nodes: [...]` list with a stranger in it); on a tie nothing is foreign yet.
     const expected =

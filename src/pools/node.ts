@@ -20,7 +20,7 @@ export type TimelineState = 'current' | 'older' | 'newer' | 'unknown'
  * has measured its timeline and lag since it was added, came back, or the primary changed),
  * `diverged` (it replayed WAL the primary does not have), `timeline` (not provably on the
  * primary's timeline), `lagging` (beyond maxLag), `suspect` (a read just failed there), `weight`
- * (weight 0).
+ * (weight 0), `noloadbalance` (a topology source said so: Patroni's `noloadbalance` tag).
  */
 export type NoReadsReason =
   | 'down'
@@ -34,6 +34,7 @@ export type NoReadsReason =
   | 'lagging'
   | 'suspect'
   | 'weight'
+  | 'noloadbalance'
 
 /** What `topology()` shows of a node. Plain data: safe to log or serialize (no password). */
 export interface NodeSnapshot {
@@ -112,6 +113,8 @@ export class ClusterNode implements ReadCandidate {
   role: NodeRole
   state: NodeState = 'unknown'
   fenced = false
+  /** A topology source said so (Patroni's `noloadbalance` tag): takes no reads. */
+  noLoadBalance = false
   lagging = false
   lagBytes: number | null = null
   lagMs: number | null = null
@@ -304,6 +307,7 @@ export class ClusterNode implements ReadCandidate {
     if (this.lagging) return 'lagging'
     if (this.suspectUntil > now) return 'suspect'
     if (this.weight <= 0) return 'weight'
+    if (this.noLoadBalance) return 'noloadbalance'
     return null
   }
 

@@ -14,11 +14,19 @@
  * ```
  */
 import { startLocalCluster } from './local-backend.js'
+import type { PatroniClusterOptions, PatroniTestCluster } from './patroni-backend.js'
 import type { StartClusterOptions, TestCluster } from './types.js'
 
 export { PostgresBinariesNotFoundError, TestClusterError } from './errors.js'
 export type { FaultMode, FaultProxy, FaultProxyOptions } from './fault-proxy.js'
 export { startFaultProxy } from './fault-proxy.js'
+export type {
+  PatroniClusterOptions,
+  PatroniRole,
+  PatroniTestCluster,
+  PatroniTestNode,
+} from './patroni-backend.js'
+export { INSTALL_PATRONI_COMMAND } from './patroni-backend.js'
 export type { Backend, StartClusterOptions, TestCluster, TestNode, TestNodeRole } from './types.js'
 
 /**
@@ -28,7 +36,9 @@ export type { Backend, StartClusterOptions, TestCluster, TestNode, TestNodeRole 
  *
  * `backend`: `'local'` runs the system's PostgreSQL server binaries as plain processes on
  * 127.0.0.1; `'docker'` runs containers (testcontainers); `'auto'` (default) takes Docker when
- * an engine answers and has (or can pull) the image, else local.
+ * an engine answers and has (or can pull) the image, else local; `'patroni'` runs etcd and
+ * Patroni members (Debian's `patroni` and `etcd-server`), with `switchover`, `failover`,
+ * `killManager` and `freeze` on the handle and real automatic failover.
  *
  * ```ts
  * const pg = await startCluster({ replicas: 2, synchronous: 1, backend: 'local' })
@@ -36,7 +46,15 @@ export type { Backend, StartClusterOptions, TestCluster, TestNode, TestNodeRole 
  * afterAll(() => pg.destroy())
  * ```
  */
-export async function startCluster(opts: StartClusterOptions = {}): Promise<TestCluster> {
+export function startCluster(opts: PatroniClusterOptions): Promise<PatroniTestCluster>
+export function startCluster(opts?: StartClusterOptions): Promise<TestCluster>
+export async function startCluster(
+  opts: StartClusterOptions | PatroniClusterOptions = {},
+): Promise<TestCluster | PatroniTestCluster> {
+  if (opts.backend === 'patroni') {
+    const { startPatroniCluster } = await import('./patroni-backend.js')
+    return startPatroniCluster(opts)
+  }
   const backend = opts.backend ?? 'auto'
   switch (backend) {
     case 'local':
@@ -57,7 +75,7 @@ export async function startCluster(opts: StartClusterOptions = {}): Promise<Test
     }
     default:
       throw new TypeError(
-        `pgsplit/testing: unknown backend ${JSON.stringify(backend)} (use 'auto', 'local' or 'docker')`,
+        `pgsplit/testing: unknown backend ${JSON.stringify(backend)} (use 'auto', 'local', 'docker' or 'patroni')`,
       )
   }
 }
