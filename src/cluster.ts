@@ -15,10 +15,11 @@ import { ClusterCore } from './exec/cluster-core.js'
 import { connectClient } from './exec/connect-path.js'
 import type { ExecContext } from './exec/context.js'
 import { dispatch, modeOf, submitRoute } from './exec/dispatch.js'
-import { toStatement } from './exec/statement.js'
+import { type InternalQueryOptions, STATEMENT_HANDLE, toStatement } from './exec/statement.js'
 import { type Submittable, submit } from './exec/submit-path.js'
 import { runTransaction } from './exec/transaction-path.js'
 import type { NodeSnapshot } from './pools/node.js'
+import { handleOfSignal, type StatementHandle } from './pools/statement-handle.js'
 import type { Classification } from './router/classify.js'
 import { currentScope, runInScope } from './router/consistency.js'
 
@@ -150,9 +151,27 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     values: unknown[] | undefined,
     options: QueryOptions | undefined,
   ): Promise<pg.QueryResult> {
+    const own = (options as InternalQueryOptions | undefined)?.[STATEMENT_HANDLE]
+    const signal = options?.signal
+    if (own !== undefined || signal === undefined) return this.#send(text, values, options, own)
+    if (typeof (signal as { addEventListener?: unknown }).addEventListener !== 'function') {
+      return Promise.reject(new TypeError('db.query: options.signal must be an AbortSignal'))
+    }
+    const { handle, dispose } = handleOfSignal(signal)
+    const promise = this.#send(text, values, options, handle)
+    promise.then(dispose, dispose)
+    return promise
+  }
+
+  #send(
+    text: QueryText,
+    values: unknown[] | undefined,
+    options: QueryOptions | undefined,
+    handle: StatementHandle | undefined,
+  ): Promise<pg.QueryResult> {
     const state = this.#ctx.state
     if (state.ended) return Promise.reject(new ClusterEndedError('query'))
-    const statement = toStatement(text, values, options?.signal)
+    const statement = toStatement(text, values, handle)
     if (statement === null) {
       return Promise.reject(
         new TypeError('db.query: expected SQL text, a QueryConfig with .text, or a Submittable'),

@@ -98,8 +98,8 @@ export async function runOnPrimary(
       if (transactionString) lease.lost = true
       lease.release(err)
       const outcome = taggedOutcome(err)
-      if (outcome === 'not-sent' && statement.signal?.aborted !== true) continue
-      if (statement.signal?.aborted === true) {
+      if (outcome === 'not-sent' && statement.handle?.aborted !== true) continue
+      if (statement.handle?.aborted === true) {
         // The caller aborted it: its answer. A write that was sent may have committed.
         if (write && (outcome === 'outcome-unknown' || outcome === 'timeout')) {
           throw new WriteOutcomeUnknownError(node.name, err)

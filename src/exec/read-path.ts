@@ -98,7 +98,7 @@ async function readFailed(
 ): Promise<pg.QueryResult> {
   if (ctx.state.ended) throw err instanceof ClusterEndedError ? err : new ClusterEndedError('query')
   // The caller aborted it: its answer, never a reason to run it elsewhere.
-  if (request.statement.signal?.aborted === true) throw err
+  if (request.statement.handle?.aborted === true) throw err
   switch (outcome) {
     case 'read-only':
       if (!request.auto) throw err

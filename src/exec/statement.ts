@@ -1,5 +1,7 @@
 import type pg from 'pg'
+import type { QueryOptions } from '../cluster-types.js'
 import type { Statement } from '../pools/lease.js'
+import type { StatementHandle } from '../pools/statement-handle.js'
 
 /**
  * A statement as the caller gave it. Text and values are sent as they are: pg copies a
@@ -11,7 +13,7 @@ class TextStatement implements Statement {
   constructor(
     readonly text: string,
     readonly values: unknown[] | undefined,
-    readonly signal: AbortSignal | undefined,
+    readonly handle: StatementHandle | undefined,
   ) {}
 }
 
@@ -20,7 +22,7 @@ class ConfigStatement implements Statement {
     readonly text: string,
     readonly values: unknown[] | undefined,
     readonly config: pg.QueryConfig,
-    readonly signal: AbortSignal | undefined,
+    readonly handle: StatementHandle | undefined,
   ) {}
 }
 
@@ -45,15 +47,15 @@ function isPlainQueryConfig(config: pg.QueryConfig): boolean {
 export function toStatement(
   text: unknown,
   values: unknown[] | undefined,
-  signal?: AbortSignal,
+  handle?: StatementHandle,
 ): Statement | null {
-  if (typeof text === 'string') return new TextStatement(text, values, signal)
+  if (typeof text === 'string') return new TextStatement(text, values, handle)
   if (typeof text !== 'object' || text === null) return null
   const config = text as pg.QueryConfig
   if (typeof config.text !== 'string') return null
   const vals = values ?? (config.values as unknown[] | undefined)
-  if (isPlainQueryConfig(config)) return new TextStatement(config.text, vals, signal)
-  return new ConfigStatement(config.text, vals, values === undefined ? config : { ...config, values }, signal)
+  if (isPlainQueryConfig(config)) return new TextStatement(config.text, vals, handle)
+  return new ConfigStatement(config.text, vals, values === undefined ? config : { ...config, values }, handle)
 }
 
 /** The same statement with a client-side timeout of `ms` (pg's per-query `query_timeout`). */
@@ -63,6 +65,17 @@ export function withQueryTimeout(statement: Statement, ms: number): Statement {
     statement.text,
     statement.values,
     { ...base, values: statement.values, query_timeout: ms } as pg.QueryConfig,
-    statement.signal,
+    statement.handle,
   )
+}
+
+/**
+ * pgsplit's own callers (the Kysely connection) pass their reusable StatementHandle under this
+ * key instead of an AbortSignal: not part of the public options. `Symbol.for`: the ESM and
+ * CommonJS builds (or two copies of the package) agree on it.
+ */
+export const STATEMENT_HANDLE: unique symbol = Symbol.for('pgsplit.statementHandle')
+
+export interface InternalQueryOptions extends QueryOptions {
+  [STATEMENT_HANDLE]?: StatementHandle
 }

@@ -7,7 +7,9 @@ import type {
 } from 'kysely'
 
 import type pg from 'pg'
+import { type InternalQueryOptions, STATEMENT_HANDLE } from '../exec/statement.js'
 import type { QueryOptions } from '../index.js'
+import { StatementHandle } from '../pools/statement-handle.js'
 import { isForcedToPrimary } from './primary.js'
 import { type QueryRoute, routeQuery, type SqlClassifierCache } from './query-routing.js'
 
@@ -67,7 +69,8 @@ export class SplitConnection implements DatabaseConnection {
   #pinning: Promise<pg.PoolClient> | null = null
   #inTransaction = false
   /** Aborts the unpinned statement in flight (Kysely's cancel query / kill session). */
-  #inflight: AbortController | null = null
+  /** Stops the unpinned query in flight (cancelQuery / killSession). */
+  readonly #handle = new StatementHandle()
 
   constructor(
     cluster: ConnectionCluster,
@@ -89,16 +92,13 @@ export class SplitConnection implements DatabaseConnection {
       const route = routeQuery(compiledQuery, this.#classifier)
       const config: pg.QueryConfig = { text: compiledQuery.sql, values: [...compiledQuery.parameters] }
       if (this.#client === null && !route.pin) {
-        const controller = new AbortController()
-        this.#inflight = controller
-        const options: QueryOptions = isForcedToPrimary(compiledQuery.queryId, compiledQuery.query)
-          ? { role: 'primary', signal: controller.signal }
-          : { signal: controller.signal }
-        try {
-          return toQueryResult<R>(await this.#cluster.query(config, options))
-        } finally {
-          if (this.#inflight === controller) this.#inflight = null
-        }
+        // One reusable handle: Kysely runs one query at a time per connection.
+        const handle = this.#handle
+        handle.reset()
+        const options: InternalQueryOptions = isForcedToPrimary(compiledQuery.queryId, compiledQuery.query)
+          ? { role: 'primary', [STATEMENT_HANDLE]: handle }
+          : { [STATEMENT_HANDLE]: handle }
+        return toQueryResult<R>(await this.#cluster.query(config, options))
       }
       const client = this.#client ?? (await this.#pin())
       let result: pg.QueryResult
@@ -168,7 +168,7 @@ export class SplitConnection implements DatabaseConnection {
     const client = this.#client
     if (client === null) {
       // Unpinned: the cluster knows which backend runs it and signals it on that node.
-      this.#inflight?.abort(how)
+      this.#handle.abort(how)
       return
     }
     // Pinned: a primary client whose backend pid is known.

@@ -10,6 +10,7 @@ import {
   POOL_TIMEOUT_MESSAGE,
 } from './outcome.js'
 import type { DeadlineItem } from './statement-deadlines.js'
+import type { StatementHandle } from './statement-handle.js'
 
 /**
  * A client checked out of one node's pool, and the one rule for giving it back. Every path
@@ -203,10 +204,10 @@ export interface Statement {
   /** The caller's QueryConfig when it carries more than text and values (name, rowMode, types...). */
   readonly config: pg.QueryConfig | null
   /**
-   * Aborting it cancels the statement on its server (`pg_cancel_backend`), or ends the session
-   * when the abort reason is `'terminate'`. A statement aborted before it was sent is not sent.
+   * The caller's way to stop it (see StatementHandle): cancels the statement on its server, or
+   * ends the session. A statement aborted before it was sent is not sent.
    */
-  readonly signal?: AbortSignal | undefined
+  readonly handle?: StatementHandle | undefined
   /** pgsplit's own statement (a causal wait's position poll): not counted as a caller's query. */
   readonly internal?: boolean
 }
@@ -219,19 +220,14 @@ export interface Statement {
 export function runStatement(lease: Lease, statement: Statement, callback: StatementCallback): void {
   const node = lease.node
   const client = lease.client
-  const signal = statement.signal
-  let onAbort: (() => void) | undefined
-  if (signal !== undefined) {
-    if (signal.aborted) {
-      callback(abortError(signal), null, 'sql')
+  const handle = statement.handle
+  if (handle !== undefined) {
+    if (handle.aborted) {
+      callback(abortError(handle), null, 'sql')
       return
     }
-    onAbort = () => {
-      const pid = (client as unknown as { processID?: number }).processID
-      if (typeof pid === 'number')
-        node.signalBackend(pid, signal.reason === 'terminate' ? 'terminate' : 'cancel')
-    }
-    signal.addEventListener('abort', onAbort, { once: true })
+    const pid = (client as unknown as { processID?: number }).processID
+    handle.attach(node, typeof pid === 'number' ? pid : null)
   }
   if (statement.internal !== true) node.queries++
   // The pool's query_timeout is the node's deadline sweep, not a pg timer per statement; a
@@ -250,7 +246,7 @@ export function runStatement(lease: Lease, statement: Statement, callback: State
       l.onDeadline = null
       node.deadlines.remove(l)
     }
-    if (onAbort !== undefined) signal?.removeEventListener('abort', onAbort)
+    handle?.detach()
     if (err === null || err === undefined) {
       callback(null, result, null)
       return
@@ -287,10 +283,10 @@ interface PgTimeoutParameters {
   connectionParameters?: { query_timeout?: number | false }
 }
 
-function abortError(signal: AbortSignal): Error {
+function abortError(handle: StatementHandle): Error {
   return Object.assign(new Error('statement aborted before it was sent'), {
     name: 'AbortError',
-    cause: signal.reason,
+    cause: handle.cause,
   })
 }
 

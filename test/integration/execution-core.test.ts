@@ -399,6 +399,48 @@ describe('5b. the pool query_timeout as a deadline sweep', () => {
   })
 })
 
+describe("a caller's AbortSignal", () => {
+  it('cancels the statement on its server, ends the session with the reason terminate, and keeps an aborted one from being sent', async () => {
+    const db = open()
+    await db.ready()
+    const sent = () => db.topology().nodes.reduce((n, x) => n + x.queries, 0)
+
+    const cancel = new AbortController()
+    const started = Date.now()
+    const cancelled = timed(
+      db.query("SELECT pg_sleep(5), 'abort-cancel' AS tag", [], { signal: cancel.signal }),
+    )
+    await sleep(300)
+    cancel.abort()
+    const c = await cancelled
+    expect((c.error as { code?: string } | undefined)?.code).toBe('57014') // query_canceled
+    // Liveness only: well before the statement's 5 s.
+    expect(Date.now() - started).toBeLessThan(4_000)
+
+    const kill = new AbortController()
+    const killed = timed(db.query("SELECT pg_sleep(5), 'abort-kill' AS tag", [], { signal: kill.signal }))
+    await sleep(300)
+    kill.abort('terminate')
+    const k = await killed
+    expect(k.ok).toBe(false)
+    expect((k.error as { code?: string } | undefined)?.code).not.toBe('57014')
+
+    const before = sent()
+    const pre = new AbortController()
+    pre.abort(new Error('changed my mind'))
+    const p = await timed(db.query('SELECT 1', [], { signal: pre.signal }))
+    expect((p.error as Error).name).toBe('AbortError')
+    expect(((p.error as Error).cause as Error).message).toBe('changed my mind')
+    expect(sent()).toBe(before)
+
+    await expect(db.query('SELECT 1', [], { signal: {} as AbortSignal })).rejects.toThrow(
+      /options.signal must be an AbortSignal/,
+    )
+    // Every client came back: the pool still answers at once.
+    expect((await db.query('SELECT 1 AS one')).rows[0]?.one).toBe(1)
+  })
+})
+
 describe('6. pool exhaustion and a read-only primary are their own errors, at once', () => {
   it('pool exhaustion: PoolExhaustedError after connectionTimeoutMillis, not after failover.timeoutMs', async () => {
     const db = open({ pool: { max: 1, connectionTimeoutMillis: 300 }, failover: { timeoutMs: 15_000 } })
