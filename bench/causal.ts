@@ -17,6 +17,8 @@ interface RawCounts {
   reads: number
   onReplica: number
   missing: number
+  /** Reads each replica served, by port. */
+  byReplica: Record<number, number>
 }
 
 export interface CausalResult {
@@ -34,6 +36,11 @@ export interface CausalResult {
   readAfterWriteRatio: number
   readAfterWrite: Comparison
   counts: { causal: RawCounts; eventual: RawCounts }
+  /**
+   * Reads of the busiest replica over the least busy one (equal weights), read-after-write
+   * workload, per mode: 1 is even. Issue 18's target: at most 1.3.
+   */
+  replicaBalance: { causal: number | null; eventual: number | null }
   concurrency: number
   poolMax: number
   durationMs: number
@@ -100,7 +107,10 @@ export async function runCausal(ctx: BenchContext, cluster: TestCluster): Promis
             c.missing++
             return
           }
-          if (replicaPorts.has(row.port)) c.onReplica++
+          if (replicaPorts.has(row.port)) {
+            c.onReplica++
+            c.byReplica[row.port] = (c.byReplica[row.port] ?? 0) + 1
+          }
         },
         { consistency: mode },
       )
@@ -122,6 +132,9 @@ export async function runCausal(ctx: BenchContext, cluster: TestCluster): Promis
         counts.causal.reads += rep.reads
         counts.causal.onReplica += rep.onReplica
         counts.causal.missing += rep.missing
+        for (const [port, n] of Object.entries(rep.byReplica)) {
+          counts.causal.byReplica[Number(port)] = (counts.causal.byReplica[Number(port)] ?? 0) + n
+        }
         perRepShare.push(rep.onReplica / Math.max(1, rep.reads))
         return r
       },
@@ -142,6 +155,10 @@ export async function runCausal(ctx: BenchContext, cluster: TestCluster): Promis
       readAfterWriteRatio: rawCmp.ratio,
       readAfterWrite: rawCmp,
       counts,
+      replicaBalance: {
+        causal: balanceOf(counts.causal, replicaPorts),
+        eventual: balanceOf(counts.eventual, replicaPorts),
+      },
       concurrency: ctx.concurrency,
       poolMax: ctx.poolMax,
       durationMs: ctx.durationMs,
@@ -153,5 +170,13 @@ export async function runCausal(ctx: BenchContext, cluster: TestCluster): Promis
 }
 
 function newCounts(): RawCounts {
-  return { reads: 0, onReplica: 0, missing: 0 }
+  return { reads: 0, onReplica: 0, missing: 0, byReplica: {} }
+}
+
+/** Busiest over least busy replica (null: fewer than two replicas, or one served nothing). */
+function balanceOf(counts: RawCounts, replicaPorts: ReadonlySet<number>): number | null {
+  const served = [...replicaPorts].map((p) => counts.byReplica[p] ?? 0)
+  if (served.length < 2) return null
+  const min = Math.min(...served)
+  return min === 0 ? null : round(Math.max(...served) / min, 3)
 }

@@ -265,7 +265,18 @@ function tableRows(r: Results, want: (name: BenchName) => boolean): Row[] {
       figure: '  read-after-write causal/eventual',
       value: fmt(c.readAfterWriteRatio),
       spread: `${fmt(c.readAfterWrite.ratioSpread.min)}..${fmt(c.readAfterWrite.ratioSpread.max)}`,
+      target: '>= 0.95',
+      status: check(c.readAfterWriteRatio, (v) => v >= 0.95),
     })
+    for (const mode of ['causal', 'eventual'] as const) {
+      add({
+        figure: `  replica balance, ${mode} (busiest / least busy)`,
+        value: fmt(c.replicaBalance[mode]),
+        spread: JSON.stringify(c.counts[mode].byReplica),
+        target: '<= 1.3',
+        status: check(c.replicaBalance[mode], (v) => v <= 1.3),
+      })
+    }
   }
   if (want('tokens') && !failed('tokens', 'token read us (write -> insert LSN)', r.tokens)) {
     const t = ok(r.tokens)!
@@ -437,6 +448,8 @@ async function main(): Promise<void> {
       'failover.maxMs': ok(r.failover)?.maxMs ?? null,
       'causal.writeRatio': ok(r.causal)?.writeRatio ?? null,
       'causal.replicaShare': ok(r.causal)?.replicaShare ?? null,
+      'causal.replicaBalance': ok(r.causal)?.replicaBalance.causal ?? null,
+      'eventual.replicaBalance': ok(r.causal)?.replicaBalance.eventual ?? null,
       'tokens.readRatio': ok(r.tokens)?.readRatio ?? null,
       'classifier.cachedNs': ok(r.classifier)?.cachedNs ?? null,
       'classifier.uncachedNs': ok(r.classifier)?.uncachedNs ?? null,
