@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --quick] [-- --only=overhead,kysely,pgpool,causal,failover,classifier] [-- --out=file]`
+ * `npm run bench [-- --quick] [-- --only=overhead,kysely,pgpool,causal,handSplit,shapes,failover,classifier] [-- --out=file]`
  *
  * What pgsplit costs and what it saves, side by side with the alternatives, on a local
  * streaming-replication cluster (plain PostgreSQL processes on 127.0.0.1). Every comparison
@@ -16,6 +16,7 @@ import type { TestCluster } from '../src/testing/index.js'
 import { type CausalResult, runCausal } from './causal.js'
 import { type ClassifierResult, runClassifier } from './classifier.js'
 import { type FailoverResult, runFailover } from './failover.js'
+import { type HandSplitResult, runHandSplit } from './hand-split.js'
 import type { KyselyResult } from './kysely.js'
 import type { BenchContext } from './lib/context.js'
 import { seedItems, startBenchCluster, withPg } from './lib/context.js'
@@ -25,9 +26,21 @@ import { pgsplitBuild } from './lib/pgsplit.js'
 import { type OverheadResult, runOverhead } from './overhead.js'
 import { type PatroniResult, runPatroni } from './patroni.js'
 import { type PgpoolResult, runPgpool } from './pgpool.js'
+import { runShapes, type ShapesResult } from './shapes.js'
 import { runTokens, type TokensResult } from './tokens.js'
 
-const ALL = ['classifier', 'overhead', 'kysely', 'pgpool', 'causal', 'tokens', 'failover', 'patroni'] as const
+const ALL = [
+  'classifier',
+  'overhead',
+  'kysely',
+  'pgpool',
+  'causal',
+  'tokens',
+  'handSplit',
+  'shapes',
+  'failover',
+  'patroni',
+] as const
 type BenchName = (typeof ALL)[number]
 
 interface Args {
@@ -124,6 +137,8 @@ interface Results {
   pgpool?: PgpoolResult | Failed
   causal?: CausalResult | Failed
   tokens?: TokensResult | Failed
+  handSplit?: HandSplitResult | Failed
+  shapes?: ShapesResult | Failed
   failover?: FailoverResult | Failed
   patroni?: PatroniResult | Failed
 }
@@ -188,6 +203,14 @@ function tableRows(r: Results, want: (name: BenchName) => boolean): Row[] {
       spread: `${fmt(c.cpuAddedUsSpread.min, 2)}..${fmt(c.cpuAddedUsSpread.max, 2)}`,
       target: `<= ${maxUs}`,
       status: check(c.cpuAddedUs, (v) => v <= maxUs),
+    })
+  }
+  // The same figure where the issue sets no target for it (info).
+  const cpuAddedInfo = (figure: string, c: Comparison): void => {
+    add({
+      figure,
+      value: fmt(c.cpuAddedUs, 2),
+      spread: `${fmt(c.cpuAddedUsSpread.min, 2)}..${fmt(c.cpuAddedUsSpread.max, 2)}`,
     })
   }
   if (want('overhead') && !failed('overhead', 'pgsplit/raw pg.Pool', r.overhead, '>= 0.97')) {
@@ -277,6 +300,38 @@ function tableRows(r: Results, want: (name: BenchName) => boolean): Row[] {
         status: check(c.replicaBalance[mode], (v) => v <= 1.3),
       })
     }
+  }
+  if (want('handSplit') && !failed('handSplit', 'pgsplit/hand split, 90/10', r.handSplit, '>= 0.97')) {
+    const h = ok(r.handSplit)!
+    ratioRows('handSplit', 'pgsplit/hand split, 90/10 r/w', h.mixed, '>= 0.97', (v) => v >= 0.97)
+    cpuAddedInfo('  client CPU added per op, 90/10 (us)', h.mixed)
+    ratioRows('handSplit', 'pgsplit/hand split, PK reads (info)', h.reads, '', null)
+    cpuAddedInfo('  client CPU added per read (us)', h.reads)
+    add({
+      figure: '  replica balance, eventual reads (busiest / least busy)',
+      value: fmt(h.replicaBalance),
+      spread: JSON.stringify(h.reads.pgsplitByReplica),
+      target: '<= 1.3',
+      status: check(h.replicaBalance, (v) => v <= 1.3),
+    })
+  }
+  if (want('shapes') && !failed('shapes', 'shapes', r.shapes)) {
+    const s = ok(r.shapes)!
+    const shape = (figure: string, c: Comparison) => {
+      ratioRows('shapes', `${figure} (info, ${s.reps} reps)`, c, '', null)
+      cpuAddedInfo('  client CPU added per query (us)', c)
+    }
+    shape('4 replicas: pgsplit/hand split, PK reads', s.fourReplicas)
+    add({
+      figure: '  replica balance, 4 replicas (busiest / least busy)',
+      value: fmt(s.fourReplicas.replicaBalance),
+      spread: JSON.stringify(s.fourReplicas.pgsplitByReplica),
+    })
+    shape('named prepared: pgsplit/raw pg.Pool', s.prepared)
+    shape('1 KB rows: pgsplit/raw pg.Pool', s.rows1k)
+    shape('100 KB rows: pgsplit/raw pg.Pool', s.rows100k)
+    if ('skipped' in s.tls) add({ bench: 'shapes', figure: 'TLS: skipped', value: s.tls.skipped })
+    else shape('TLS every node: pgsplit/raw pg.Pool', s.tls)
   }
   if (want('tokens') && !failed('tokens', 'token read us (write -> insert LSN)', r.tokens)) {
     const t = ok(r.tokens)!
@@ -375,7 +430,9 @@ async function main(): Promise<void> {
   let pgVersion: string | null = null
   await attempt('classifier', () => runClassifier(ctx))
 
-  const needsShared = ['overhead', 'kysely', 'pgpool', 'causal', 'tokens'].some((n) => want(n as BenchName))
+  const needsShared = ['overhead', 'kysely', 'pgpool', 'causal', 'tokens', 'handSplit'].some((n) =>
+    want(n as BenchName),
+  )
   let cluster: TestCluster | null = null
   if (needsShared) {
     const t0 = Date.now()
@@ -399,10 +456,12 @@ async function main(): Promise<void> {
       await attempt('pgpool', () => runPgpool(ctx, shared))
       await attempt('causal', () => runCausal(ctx, shared))
       await attempt('tokens', () => runTokens(ctx, shared))
+      await attempt('handSplit', () => runHandSplit(ctx, shared))
     }
   } finally {
     await cluster?.destroy()
   }
+  await attempt('shapes', () => runShapes(ctx))
   await attempt('failover', () => runFailover(ctx, failoverReps))
   await attempt('patroni', () => runPatroni(ctx, args.quick ? 1 : 2))
   if (pgVersion === null) {
@@ -450,6 +509,9 @@ async function main(): Promise<void> {
       'causal.replicaShare': ok(r.causal)?.replicaShare ?? null,
       'causal.replicaBalance': ok(r.causal)?.replicaBalance.causal ?? null,
       'eventual.replicaBalance': ok(r.causal)?.replicaBalance.eventual ?? null,
+      'handSplit.mixedRatio': ok(r.handSplit)?.mixedRatio ?? null,
+      'handSplit.readRatio': ok(r.handSplit)?.readRatio ?? null,
+      'handSplit.replicaBalance': ok(r.handSplit)?.replicaBalance ?? null,
       'tokens.readRatio': ok(r.tokens)?.readRatio ?? null,
       'classifier.cachedNs': ok(r.classifier)?.cachedNs ?? null,
       'classifier.uncachedNs': ok(r.classifier)?.uncachedNs ?? null,
