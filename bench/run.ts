@@ -308,7 +308,8 @@ function tableRows(r: Results, want: (name: BenchName) => boolean): Row[] {
     ratioRows('handSplit', 'pgsplit/hand split, PK reads (info)', h.reads, '', null)
     cpuAddedInfo('  client CPU added per read (us)', h.reads)
     add({
-      figure: '  replica balance, eventual reads (busiest / least busy)',
+      bench: 'handSplit',
+      figure: 'replica balance, eventual reads (busiest / least busy)',
       value: fmt(h.replicaBalance),
       spread: JSON.stringify(h.reads.pgsplitByReplica),
       target: '<= 1.3',
