@@ -342,6 +342,46 @@ describe.skipIf(unavailable)('through PgBouncer: what does not work (PgBouncerâ€
       await c2.end()
     }
   })
+
+  it('LISTEN on a pinned client receives nothing: the server connection that listens goes back to the pool', async () => {
+    const db = open()
+    await db.ready()
+    const pinned = await db.connect({ role: 'primary' })
+    const control = new pg.Client(pgc.primaryUrl)
+    await control.connect()
+    let viaBouncer = 0
+    let direct = 0
+    pinned.on('notification', () => viaBouncer++)
+    control.on('notification', () => direct++)
+    try {
+      await pinned.query('LISTEN pgb_channel')
+      await control.query('LISTEN pgb_channel')
+      await db.query("SELECT pg_notify('pgb_channel', 'hello')", [], { role: 'primary' })
+      await until('the direct listener notified', () => direct === 1, 5_000)
+      // A round trip on the pinned client: a notification for it would have come before its answer.
+      await pinned.query('SELECT 1')
+      expect(viaBouncer).toBe(0)
+    } finally {
+      pinned.release(true)
+      await control.end()
+    }
+  })
+
+  it('server-side timeouts as pool options (statement_timeout, ...): PgBouncer 1.18 refuses the connection', async () => {
+    const db = open({ pool: { statement_timeout: 1_000 }, failover: { timeoutMs: 1_000 } })
+    await db.ready()
+    const err = await db.query("INSERT INTO notes VALUES (50001, 'x')").then(
+      () => null,
+      (e: Error) => e,
+    )
+    // pgsplit's answer: no primary (its connections fail); the cause names PgBouncer's refusal.
+    expect(err?.name).toBe('NoPrimaryError')
+    const cause = err?.cause as { code?: string; message?: string } | undefined
+    expect(cause?.code).toBe('08P01')
+    expect(cause?.message).toBe('unsupported startup parameter: statement_timeout')
+    // The monitor's own connections send no such parameter: topology() still shows every node up.
+    expect(db.topology().nodes.map((n) => n.state)).toEqual(['up', 'up', 'up'])
+  })
 })
 
 describe.skipIf(unavailable)('through PgBouncer: failover', () => {
