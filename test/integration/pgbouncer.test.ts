@@ -343,6 +343,26 @@ describe.skipIf(unavailable)('through PgBouncer: what does not work (PgBouncerâ€
     }
   })
 
+  it('a write that timed out is not stopped on the server: it commits after the caller got WriteOutcomeUnknownError', async () => {
+    const db = open({ pool: { query_timeout: 300 } })
+    await db.ready()
+    const err = await db.query("INSERT INTO notes SELECT 60001, 'late' FROM pg_sleep(1)").then(
+      () => null,
+      (e: Error) => e,
+    )
+    // pgsplit never sends it again (no doubled write) and says it may have committed...
+    expect(err?.name).toBe('WriteOutcomeUnknownError')
+    // ...and through PgBouncer it does: the terminate pgsplit sends reaches no backend.
+    await until(
+      'the timed-out write committed',
+      async () =>
+        (
+          await direct<{ n: number }>(pgc.primaryUrl, 'SELECT count(*)::int AS n FROM notes WHERE id = 60001')
+        )[0]!.n === 1,
+      10_000,
+    )
+  })
+
   it('LISTEN on a pinned client receives nothing: the server connection that listens goes back to the pool', async () => {
     const db = open()
     await db.ready()
