@@ -341,6 +341,27 @@ describe.skipIf(unavailable)('through PgBouncer: what does not work (PgBouncerâ€
       await c1.end()
       await c2.end()
     }
+    // With more than one server connection: c1 prepared it on the one c2 now holds in a
+    // transaction (PgBouncer reuses the most recently used server connection first), so c1's
+    // second run (Bind only) reaches a server connection that never saw it.
+    const a = new pg.Client(bouncers.list[0]!.url)
+    const b = new pg.Client(bouncers.list[0]!.url)
+    await a.connect()
+    await b.connect()
+    try {
+      await a.query({ name: 'pgb_mine', text: 'SELECT 2 AS two' })
+      await b.query('BEGIN')
+      await b.query('SELECT 1')
+      const err = await a.query({ name: 'pgb_mine', text: 'SELECT 2 AS two' }).then(
+        () => null,
+        (e: { code?: string }) => e,
+      )
+      expect(err?.code).toBe('26000')
+      await b.query('COMMIT')
+    } finally {
+      await a.end()
+      await b.end()
+    }
   })
 
   it('a write that timed out is not stopped on the server: it commits after the caller got WriteOutcomeUnknownError', async () => {
