@@ -1,6 +1,8 @@
+import { Kysely, sql } from 'kysely'
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type Cluster, type ClusterConfig, createCluster } from '../../src/index.js'
+import { SplitDialect } from '../../src/kysely/index.js'
 import { startCluster, type TestCluster } from '../../src/testing/index.js'
 import { nodeName, until } from '../support/cluster.js'
 import { type Bouncers, pgbouncerUnavailableReason, startBouncers } from '../support/pgbouncer.js'
@@ -228,6 +230,39 @@ describe.skipIf(unavailable)('through PgBouncer: what works', () => {
       'SELECT count(*)::int AS n FROM notes WHERE id IN (30001, 30002)',
     )
     expect(r!.n).toBe(1)
+  })
+
+  it('Kysely through PgBouncer: reads on replicas, a transaction on one primary backend', async () => {
+    const db = open()
+    await db.ready()
+    const k = new Kysely<{ notes: { id: number; body: string } }>({
+      dialect: new SplitDialect({ cluster: db }),
+    })
+    try {
+      const read = await sql<{ p: number }>`SELECT inet_server_port() AS p`.execute(k)
+      expect([ports[1], ports[2]]).toContain(read.rows[0]!.p)
+      const pids = await k.transaction().execute(async (trx) => {
+        await trx.insertInto('notes').values({ id: 30101, body: 'kysely' }).execute()
+        const out: number[] = []
+        for (let i = 0; i < 3; i++) {
+          const r = await sql<{
+            pid: number
+            p: number
+          }>`SELECT pg_backend_pid() AS pid, inet_server_port() AS p`.execute(trx)
+          expect(r.rows[0]!.p).toBe(ports[0])
+          out.push(r.rows[0]!.pid)
+        }
+        return out
+      })
+      expect(new Set(pids).size).toBe(1)
+      const [r] = await direct<{ n: number }>(
+        pgc.primaryUrl,
+        'SELECT count(*)::int AS n FROM notes WHERE id = 30101',
+      )
+      expect(r!.n).toBe(1)
+    } finally {
+      await k.destroy()
+    }
   })
 
   it('query_timeout: the caller gets the timeout; no other session is touched (the PID pgsplit signals is not a server PID)', async () => {
