@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --quick] [-- --only=overhead,kysely,pgpool,causal,handSplit,shapes,failover,classifier] [-- --out=file]`
+ * `npm run bench [-- --quick] [-- --only=overhead,kysely,pgpool,pgbouncer,causal,handSplit,shapes,failover,classifier] [-- --out=file]`
  *
  * What pgsplit costs and what it saves, side by side with the alternatives, on a local
  * streaming-replication cluster (plain PostgreSQL processes on 127.0.0.1). Every comparison
@@ -25,6 +25,7 @@ import type { Comparison } from './lib/interleave.js'
 import { pgsplitBuild } from './lib/pgsplit.js'
 import { type OverheadResult, runOverhead } from './overhead.js'
 import { type PatroniResult, runPatroni } from './patroni.js'
+import { type PgbouncerResult, runPgbouncer } from './pgbouncer.js'
 import { type PgpoolResult, runPgpool } from './pgpool.js'
 import { runShapes, type ShapesResult } from './shapes.js'
 import { runTokens, type TokensResult } from './tokens.js'
@@ -34,6 +35,7 @@ const ALL = [
   'overhead',
   'kysely',
   'pgpool',
+  'pgbouncer',
   'causal',
   'tokens',
   'handSplit',
@@ -135,6 +137,7 @@ interface Results {
   overhead?: OverheadResult | Failed
   kysely?: KyselyResult | Failed
   pgpool?: PgpoolResult | Failed
+  pgbouncer?: PgbouncerResult | Failed
   causal?: CausalResult | Failed
   tokens?: TokensResult | Failed
   handSplit?: HandSplitResult | Failed
@@ -150,6 +153,13 @@ function ok<T extends object>(value: T | Failed | undefined): T | undefined {
 function ran(
   value: PgpoolResult | Failed | undefined,
 ): Extract<PgpoolResult, { skipped: false }> | undefined {
+  const v = ok(value)
+  return v === undefined || v.skipped ? undefined : v
+}
+
+function ranBouncer(
+  value: PgbouncerResult | Failed | undefined,
+): Extract<PgbouncerResult, { skipped: false }> | undefined {
   const v = ok(value)
   return v === undefined || v.skipped ? undefined : v
 }
@@ -244,6 +254,14 @@ function tableRows(r: Results, want: (name: BenchName) => boolean): Row[] {
       ratioRows('pgpool', 'pgsplit/pgpool-II, read-only', p.readOnly, '>= 2', (v) => v >= 2)
       ratioRows('pgpool', 'pgsplit/pgpool-II, 90/10 r/w', p.mixed, '>= 2', (v) => v >= 2)
       ratioRows('pgpool', 'same, read-only, 1 caller (info)', p.readOnlySerial, '', null)
+    }
+  }
+  if (want('pgbouncer') && !failed('pgbouncer', 'via PgBouncer/direct', r.pgbouncer)) {
+    const p = ok(r.pgbouncer)!
+    if (p.skipped) add({ bench: 'pgbouncer', figure: 'skipped', value: p.reason })
+    else {
+      ratioRows('pgbouncer', 'via PgBouncer/direct, PK select (info)', p.readOnly, '', null)
+      ratioRows('pgbouncer', 'via PgBouncer/direct, 90/10 r/w (info)', p.mixed, '', null)
     }
   }
   if (want('failover') && !failed('failover', 'writable -> first write', r.failover, 'median <= 500')) {
@@ -431,8 +449,8 @@ async function main(): Promise<void> {
   let pgVersion: string | null = null
   await attempt('classifier', () => runClassifier(ctx))
 
-  const needsShared = ['overhead', 'kysely', 'pgpool', 'causal', 'tokens', 'handSplit'].some((n) =>
-    want(n as BenchName),
+  const needsShared = ['overhead', 'kysely', 'pgpool', 'pgbouncer', 'causal', 'tokens', 'handSplit'].some(
+    (n) => want(n as BenchName),
   )
   let cluster: TestCluster | null = null
   if (needsShared) {
@@ -455,6 +473,7 @@ async function main(): Promise<void> {
       await attempt('overhead', () => runOverhead(ctx, shared))
       await attempt('kysely', async () => (await import('./kysely.js')).runKysely(ctx, shared))
       await attempt('pgpool', () => runPgpool(ctx, shared))
+      await attempt('pgbouncer', () => runPgbouncer(ctx, shared))
       await attempt('causal', () => runCausal(ctx, shared))
       await attempt('tokens', () => runTokens(ctx, shared))
       await attempt('handSplit', () => runHandSplit(ctx, shared))
@@ -504,6 +523,8 @@ async function main(): Promise<void> {
       'kysely.cpuAddedUs': ok(r.kysely)?.cpuAddedUs ?? null,
       'pgpool.readOnly.ratio': ran(r.pgpool)?.readOnly.ratio ?? null,
       'pgpool.mixed.ratio': ran(r.pgpool)?.mixed.ratio ?? null,
+      'pgbouncer.readOnly.ratio': ranBouncer(r.pgbouncer)?.readOnly.ratio ?? null,
+      'pgbouncer.mixed.ratio': ranBouncer(r.pgbouncer)?.mixed.ratio ?? null,
       'failover.medianMs': ok(r.failover)?.medianMs ?? null,
       'failover.maxMs': ok(r.failover)?.maxMs ?? null,
       'causal.writeRatio': ok(r.causal)?.writeRatio ?? null,

@@ -44,3 +44,19 @@ if [ ! -x /usr/bin/patroni ] || [ ! -x /usr/bin/etcd ]; then
   fi
 fi
 # --- end Patroni and etcd ---
+
+# --- PgBouncer (test/integration/pgbouncer.test.ts, the bench shape `pgbouncer`) ---
+# Debian's package; the tests run one PgBouncer per node as plain processes on free ports.
+if [ ! -x /usr/sbin/pgbouncer ]; then
+  echo "setup: pgbouncer not found, installing it with apt-get" >&2
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  if $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends pgbouncer >/dev/null; then
+    # The package may start a service on 6432 (systemd, or its init.d script): not needed.
+    $SUDO systemctl disable --now pgbouncer >/dev/null 2>&1 || true
+    $SUDO bash -c 'command -v service >/dev/null && service pgbouncer stop' >/dev/null 2>&1 || true
+  else
+    echo "setup: could not install pgbouncer; the PgBouncer tests are skipped with a message naming 'apt-get install -y pgbouncer'" >&2
+  fi
+fi
+# --- end PgBouncer ---
