@@ -11,7 +11,7 @@ import { acquireLease, type Lease, runOnLease, type Statement, taggedOutcome } f
 import type { ClusterNode } from '../pools/node.js'
 import { outcomeOf } from '../pools/outcome.js'
 import type { ExecContext } from './context.js'
-import { withQueryTimeout } from './statement.js'
+import { withDeadline, withQueryTimeout } from './statement.js'
 
 /**
  * How a statement survives a failover: the primary's client is taken here, waiting for a new
@@ -156,5 +156,10 @@ function boundWrite(ctx: ExecContext, node: ClusterNode, statement: Statement): 
   const poolBound = (node.pool.options as { query_timeout?: number }).query_timeout
   if (bound === undefined || (poolBound !== undefined && poolBound <= bound)) return statement
   if ((statement.config as { query_timeout?: number } | null)?.query_timeout !== undefined) return statement
+  // The node's deadline sweep when it keeps this bound to within a tenth (the default 20 s bound
+  // under the default 60 s pool one): no pg timer and no QueryConfig copy per write (measured
+  // +10 µs per write). A shorter bound gets pg's own per-query timer.
+  const sweep = node.deadlines
+  if (sweep.timeoutMs > 0 && bound >= sweep.periodMs * 10) return withDeadline(statement, bound)
   return withQueryTimeout(statement, bound)
 }

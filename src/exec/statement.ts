@@ -58,6 +58,18 @@ export function toStatement(
   return new ConfigStatement(config.text, vals, values === undefined ? config : { ...config, values }, handle)
 }
 
+/** The same statement under pgsplit's own bound of `ms`, kept by the node's deadline sweep. */
+export function withDeadline(statement: Statement, ms: number): Statement {
+  return {
+    text: statement.text,
+    values: statement.values,
+    config: statement.config,
+    handle: statement.handle,
+    internal: statement.internal,
+    deadlineMs: ms,
+  }
+}
+
 /** The same statement with a client-side timeout of `ms` (pg's per-query `query_timeout`). */
 export function withQueryTimeout(statement: Statement, ms: number): Statement {
   const base = statement.config ?? { text: statement.text }

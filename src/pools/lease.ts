@@ -210,6 +210,11 @@ export interface Statement {
   readonly handle?: StatementHandle | undefined
   /** pgsplit's own statement (a causal wait's position poll): not counted as a caller's query. */
   readonly internal?: boolean
+  /**
+   * pgsplit's own bound for this statement when shorter than the pool's `query_timeout` (a
+   * write's `failover.writeTimeoutMs`), kept by the node's deadline sweep like the pool's.
+   */
+  readonly deadlineMs?: number
 }
 
 /**
@@ -233,8 +238,9 @@ export function runStatement(lease: Lease, statement: Statement, callback: State
   // The pool's query_timeout is the node's deadline sweep, not a pg timer per statement; a
   // statement with its own query_timeout keeps pg's timer.
   const l = lease as NodeLease
+  const deadlineMs = statement.deadlineMs ?? node.deadlines.timeoutMs
   const swept =
-    node.deadlines.timeoutMs > 0 &&
+    deadlineMs > 0 &&
     (statement.config === null ||
       (statement.config as { query_timeout?: unknown }).query_timeout === undefined)
   let settled = false
@@ -263,7 +269,7 @@ export function runStatement(lease: Lease, statement: Statement, callback: State
   }
   if (swept) {
     l.onDeadline = done
-    node.deadlines.add(l)
+    node.deadlines.add(l, deadlineMs)
   }
   // pg reads the connection's query_timeout synchronously in client.query: 0 for this one call.
   const parameters = swept ? (client as unknown as PgTimeoutParameters).connectionParameters : undefined

@@ -27,8 +27,14 @@ export class StatementDeadlines {
     this.#periodMs = Math.min(1_000, Math.max(5, Math.floor(timeoutMs / 10)))
   }
 
-  add(item: DeadlineItem): void {
-    item.deadline = Date.now() + this.timeoutMs
+  /** Time between sweeps: a statement fails at most this late. */
+  get periodMs(): number {
+    return this.#periodMs
+  }
+
+  /** `timeoutMs`: the statement's own bound when shorter (see Statement.deadlineMs). */
+  add(item: DeadlineItem, timeoutMs = this.timeoutMs): void {
+    item.deadline = Date.now() + timeoutMs
     this.#items.add(item)
     if (this.#timer === null) {
       this.#timer = setInterval(() => this.#sweep(), this.#periodMs)

@@ -399,6 +399,35 @@ describe('5b. the pool query_timeout as a deadline sweep', () => {
   })
 })
 
+describe('a write under failover.writeTimeoutMs', () => {
+  it('is bounded by the deadline sweep (no pg timer): WriteOutcomeUnknownError, never early, the backend stopped', async () => {
+    // The pool's default 60 s query_timeout sweeps every second: a 10 s write bound is kept by
+    // the same sweep (src/pools/statement-deadlines.ts), not by a pg timer per write.
+    const db = open({ failover: { writeTimeoutMs: 10_000 } })
+    await db.ready()
+    const started = Date.now()
+    const outcome = await timed(
+      db.query("SELECT pg_sleep(30), 'write-bound' AS tag", [], { role: 'primary' }),
+    )
+    const elapsed = Date.now() - started
+    expect(outcome.error).toBeInstanceOf(WriteOutcomeUnknownError)
+    expect(elapsed).toBeGreaterThanOrEqual(10_000)
+    // Liveness only: a tenth late at most, plus the machine's slack.
+    expect(elapsed).toBeLessThan(20_000)
+    await until(
+      'the timed-out write to stop on the primary',
+      async () =>
+        (
+          await adminQuery<{ n: number }>(
+            pgc.primaryUrl,
+            "SELECT count(*)::int AS n FROM pg_stat_activity WHERE query LIKE '%write-bound%' AND state = 'active' AND pid <> pg_backend_pid()",
+          )
+        )[0]!.n === 0,
+      5_000,
+    )
+  }, 40_000)
+})
+
 describe("a caller's AbortSignal", () => {
   it('cancels the statement on its server, ends the session with the reason terminate, and keeps an aborted one from being sent', async () => {
     const db = open()
