@@ -170,9 +170,10 @@ const REPLAY_POSITION: Statement = {
 }
 
 /**
- * No replica is known to have the token's write: wait on the freshest eligible replica (ties go
- * through the read strategy), polling its replay position on the connection the read will use,
- * up to `causalWaitMs`; else read from the primary. Decided for this read and this replica only.
+ * No replica is known to have the token's write: wait on a replica the monitor saw within
+ * `causalWaitMs` of the primary (chosen by the read strategy; see ReadRouter#freshest), else the
+ * freshest eligible one, polling its replay position on the connection the read will use, up to
+ * `causalWaitMs`; else read from the primary. Decided for this read and this replica only.
  */
 async function causalWait(
   ctx: ExecContext,
@@ -180,7 +181,7 @@ async function causalWait(
   token: WriteToken,
 ): Promise<pg.QueryResult> {
   const waitMs = ctx.config.causalWaitMs
-  const node = waitMs > 0 ? ctx.router.freshest() : null
+  const node = waitMs > 0 ? ctx.router.freshest(null, waitMs) : null
   if (node === null) return readOnPrimary(ctx, request.statement)
   let lease: Awaited<ReturnType<typeof acquireLease>>
   try {
