@@ -16,6 +16,7 @@ import { Discovery } from '../health/discovery.js'
 import { LsnReader } from '../health/lsn-reader.js'
 import { HealthMonitor } from '../health/monitor.js'
 import { describeError } from '../health/probe.js'
+import { ReplayWatch } from '../health/replay-watch.js'
 import { createTopologyFollower, type TopologyFollower } from '../health/topology-follower.js'
 import { ClusterNode, type NodeHooks, type NodeSnapshot } from '../pools/node.js'
 import { isConnectionLevel } from '../pools/outcome.js'
@@ -40,6 +41,7 @@ export class ClusterCore {
   readonly #discovery: Discovery
   readonly #follower: TopologyFollower | null
   readonly #lsnReader: LsnReader
+  readonly #replayWatch: ReplayWatch
   readonly #state: ExecState
   readonly #hooks: NodeHooks
   readonly #config
@@ -114,6 +116,10 @@ export class ClusterCore {
     // An authority (Patroni) decides which writable node may be the primary, while it answers.
     if (this.#follower !== null) this.#discovery.setAuthority(() => this.#follower?.leader())
     this.#lsnReader = new LsnReader(cfg.healthCheck.timeoutMs)
+    this.#replayWatch = new ReplayWatch(cfg.healthCheck.timeoutMs, {
+      replayed: (node, lsn) => this.#monitor.noteReplayLsn(node, lsn),
+      failed: (node) => this.#monitor.markSuspect(node),
+    })
     const tokens = new TokenGuard(new TokenCodec(cfg.tokens), {
       // The primary's position known without I/O: a token within it is accepted at once.
       known: () => {
@@ -146,6 +152,7 @@ export class ClusterCore {
       discovery: this.#discovery,
       follower: this.#follower,
       lsnReader: this.#lsnReader,
+      replayWatch: this.#replayWatch,
       tokens,
       global: new CausalSession(),
       schema: new CausalSession({ eager: true }),
@@ -298,6 +305,7 @@ export class ClusterCore {
     }
     this.#topology.remove(node)
     this.#monitor.forget(node)
+    this.#replayWatch.forget(node)
     await node.end()
   }
 
@@ -323,6 +331,7 @@ export class ClusterCore {
     this.#monitor.end()
     this.#discovery.end()
     this.#lsnReader.end()
+    this.#replayWatch.end()
     this.#topology.end()
     await Promise.all(this.#topology.nodes.map((n) => n.end(() => new ClusterEndedError('query'))))
   }

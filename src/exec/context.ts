@@ -3,6 +3,7 @@ import type { NormalizedConfig } from '../config.js'
 import type { Discovery } from '../health/discovery.js'
 import type { LsnReader } from '../health/lsn-reader.js'
 import type { HealthMonitor } from '../health/monitor.js'
+import type { ReplayWatch } from '../health/replay-watch.js'
 import type { TopologyFollower } from '../health/topology-follower.js'
 import type { Topology } from '../pools/topology.js'
 import type { StatementClassifier } from '../router/classify.js'
@@ -31,6 +32,8 @@ export interface ExecContext {
   /** The topology source's follower (Patroni, `nodes` as a function), or null. */
   readonly follower: TopologyFollower | null
   readonly lsnReader: LsnReader
+  /** Causal reads waiting for a replica share its position polls. */
+  readonly replayWatch: ReplayWatch
   /** Parses, verifies, signs and bounds tokens: every token from outside enters through it. */
   readonly tokens: TokenGuard
   /** Every write of this process (per-call `consistency: 'causal'` reads see them all). */

@@ -2,11 +2,10 @@ import type pg from 'pg'
 import type { ConsistencyMode } from '../config.js'
 import { ClusterEndedError, NoReplicaAvailableError, PoolExhaustedError } from '../errors.js'
 import { describeError } from '../health/probe.js'
-import { acquire, acquireLease, runOnLease, runStatement, type Statement } from '../pools/lease.js'
-import { type ClusterNode, parseLsn } from '../pools/node.js'
+import { acquire, runStatement, type Statement } from '../pools/lease.js'
+import type { ClusterNode } from '../pools/node.js'
 import { type Outcome, outcomeOf } from '../pools/outcome.js'
 import type { Scope, WriteToken } from '../router/consistency.js'
-import { hasReached } from '../router/route.js'
 import { readRequirement, recordWrite } from './causal.js'
 import type { ExecContext } from './context.js'
 import { runOnPrimary } from './primary-path.js'
@@ -162,18 +161,12 @@ function noReplica(ctx: ExecContext, request: ReadRequest, why: string): Promise
   return readOnPrimary(ctx, request.statement)
 }
 
-const REPLAY_POSITION: Statement = {
-  text: '/* pgsplit causal wait */ SELECT pg_last_wal_replay_lsn()::text AS lsn',
-  values: undefined,
-  config: null,
-  internal: true,
-}
-
 /**
  * No replica is known to have the token's write: wait on a replica the monitor saw within
  * `causalWaitMs` of the primary (chosen by the read strategy; see ReadRouter#freshest), else the
- * freshest eligible one, polling its replay position on the connection the read will use, up to
- * `causalWaitMs`; else read from the primary. Decided for this read and this replica only.
+ * freshest eligible one, for up to `causalWaitMs`, sharing that replica's position polls with
+ * the other reads waiting on it (ReplayWatch); else read from the primary. Decided for this read
+ * and this replica only; the wait holds no pooled connection.
  */
 async function causalWait(
   ctx: ExecContext,
@@ -182,43 +175,11 @@ async function causalWait(
 ): Promise<pg.QueryResult> {
   const waitMs = ctx.config.causalWaitMs
   const node = waitMs > 0 ? ctx.router.freshest(null, waitMs) : null
-  if (node === null) return readOnPrimary(ctx, request.statement)
-  let lease: Awaited<ReturnType<typeof acquireLease>>
-  try {
-    lease = await acquireLease(node)
-  } catch (err) {
-    if (outcomeOf(err, 'connect') !== 'exhausted') ctx.monitor.markSuspect(node)
+  if (node === null || !(await ctx.replayWatch.wait(node, token, waitMs)) || ctx.state.ended) {
     return readOnPrimary(ctx, request.statement)
   }
-  const deadline = Date.now() + waitMs
-  let reached = false
-  try {
-    for (let attempt = 0; attempt < 1000 && !ctx.state.ended; attempt++) {
-      const res = await runOnLease(lease, REPLAY_POSITION)
-      const text = (res.rows[0] as { lsn?: string | null } | undefined)?.lsn
-      const lsn = parseLsn(text)
-      if (lsn !== null) ctx.monitor.noteReplayLsn(node, lsn)
-      if (hasReached(node, token)) {
-        reached = true
-        break
-      }
-      if (Date.now() >= deadline) break
-      await new Promise((r) => setTimeout(r, Math.min(5, Math.max(1, deadline - Date.now()))))
-    }
-  } catch (err) {
-    lease.release(err)
-    ctx.monitor.markSuspect(node)
-    return readOnPrimary(ctx, request.statement)
-  }
-  if (!reached) {
-    lease.release()
-    return readOnPrimary(ctx, request.statement)
-  }
-  return new Promise((resolve, reject) => {
-    runStatement(lease, request.statement, (err, result, outcome) => {
-      lease.release(err ?? undefined)
-      if (err === null) resolve(result!)
-      else readFailed(ctx, request, node, token, err, outcome!, true).then(resolve, reject)
-    })
-  })
+  // The replica may have gone down or out of the lag bound while the read waited.
+  const chosen = node.isEligibleReplica(Date.now()) ? node : ctx.router.pick(null, token)
+  if (chosen === null) return readOnPrimary(ctx, request.statement)
+  return new Promise((resolve, reject) => runRead(ctx, request, chosen, token, true, resolve, reject))
 }

@@ -129,6 +129,8 @@ export class NodeProber {
   #heartbeatRetryAt = 0
   #sql: string
   #ended = false
+  /** The statement in flight: the next one starts after it (pg 9 drops client-side queueing). */
+  #tail: Promise<unknown> = Promise.resolve()
 
   constructor(node: ClusterNode, timeoutMs: number, heartbeatTable: string | null) {
     this.#node = node
@@ -200,7 +202,11 @@ export class NodeProber {
   }
 
   async query<R extends pg.QueryResultRow>(sql: string, values?: unknown[]): Promise<R[]> {
-    const work = (async () => {
+    // One statement at a time on this connection; the deadline counts the wait behind another.
+    let abandoned = false
+    const work = this.#tail.then(async () => {
+      // Its caller gave up while it waited: do not send it at all.
+      if (abandoned) throw new Error(`probe of ${this.#node.name} abandoned`)
       const client = await this.#connect()
       // allowExitOnIdle: the socket holds the process only while a probe is in flight.
       const socket = client as unknown as { ref(): void; unref(): void }
@@ -210,10 +216,12 @@ export class NodeProber {
       } finally {
         if (this.#exitOnIdle) socket.unref()
       }
-    })()
+    })
+    this.#tail = work.catch(() => undefined)
     try {
       return await withDeadline(work, this.#timeoutMs, `probe of ${this.#node.name}`, () => this.#drop())
     } catch (err) {
+      abandoned = true
       work.catch(() => undefined)
       if (isConnectionError(err)) this.#drop()
       throw err

@@ -148,6 +148,37 @@ describe('network faults', () => {
     }, 10_000)
   })
 
+  it('causal reads waiting on blackholed replicas come back from the primary within bounds, seeing their write', async () => {
+    const db = cluster('round-robin', { consistency: 'causal', causalWaitMs: 300 })
+    await allUp(db)
+    await Promise.all(Array.from({ length: 20 }, () => servedBy(db)))
+    for (const proxy of replicaProxies) proxy.setMode('blackhole')
+    // Each session writes, then reads its row at once: the replicas' position polls hang in the
+    // blackhole, so every wait ends at causalWaitMs (or the poll's timeout) and the primary answers.
+    const results = await Promise.all(
+      Array.from({ length: 10 }, (_, i) =>
+        timed(() =>
+          db.session(async () => {
+            await db.query('INSERT INTO nf (id, v) VALUES ($1, $2)', [20_000 + i, `causal${i}`])
+            const { rows } = await db.query<{ v: string; port: number }>(
+              'SELECT v, inet_server_port() AS port FROM nf WHERE id = $1',
+              [20_000 + i],
+            )
+            return rows
+          }),
+        ),
+      ),
+    )
+    console.log(
+      `[network-faults] causal reads over blackholed replicas: slowest ${Math.round(Math.max(...results.map((r) => r.ms)))} ms`,
+    )
+    for (const [i, r] of results.entries()) {
+      expect(r.ok, errorKey(r.error)).toBe(true)
+      expect(r.ms).toBeLessThan(CALL_BOUND)
+      expect(r.value).toEqual([{ v: `causal${i}`, port: pgc.nodes[0]!.port }])
+    }
+  })
+
   it('reset and closeAfterBytes on a replica: reads are run again elsewhere, the caller never sees it', async () => {
     const db = cluster()
     await allUp(db)

@@ -6,7 +6,7 @@ import { SplitDialect } from '../../src/kysely/index.js'
 import { startCluster, type TestCluster } from '../../src/testing/index.js'
 import { nodeName, until } from '../support/cluster.js'
 import { type Bouncers, pgbouncerUnavailableReason, startBouncers } from '../support/pgbouncer.js'
-import { adminQuery as direct } from '../support/reliability.js'
+import { adminQuery as direct, startReplayChaos } from '../support/reliability.js'
 
 // Issue 18: pgsplit through PgBouncer in transaction mode, one PgBouncer in front of each node
 // (a common deployment). What works is asserted; what does not is shown by a test of the
@@ -134,18 +134,7 @@ describe.skipIf(unavailable)('through PgBouncer: what works', () => {
     await db.ready()
     let stale = 0
     let onReplica = 0
-    let stop = false
-    const toggler = (async () => {
-      const paused = [false, false]
-      for (let i = 0; i < 10_000 && !stop; i++) {
-        await new Promise((r) => setTimeout(r, 5 + Math.random() * 40))
-        const which = Math.random() < 0.5 ? 1 : 2
-        if (paused[which - 1]) await pgc.resumeReplay(which)
-        else await pgc.pauseReplay(which)
-        paused[which - 1] = !paused[which - 1]
-      }
-      for (const i of [1, 2]) if (paused[i - 1]) await pgc.resumeReplay(i)
-    })()
+    const chaos = startReplayChaos(pgc)
     try {
       for (let i = 0; i < 300; i++) {
         const id = 10_000 + i
@@ -158,8 +147,7 @@ describe.skipIf(unavailable)('through PgBouncer: what works', () => {
         else if (rows[0]!.p !== ports[0]) onReplica++
       }
     } finally {
-      stop = true
-      await toggler
+      await chaos.stop()
     }
     console.log(`pgbouncer causal loop: stale=${stale} servedByReplicas=${onReplica}/300`)
     expect(stale).toBe(0)

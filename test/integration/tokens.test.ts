@@ -11,6 +11,7 @@ import {
 } from '../../src/index.js'
 import { startCluster, type TestCluster } from '../../src/testing/index.js'
 import { eventually } from '../support/cluster.js'
+import { startReplayChaos } from '../support/reliability.js'
 
 // One real cluster for the file: a primary and two standbys, one of them synchronous (so
 // `remote_write` and `remote_apply` mean something), pg_stat_statements to count token reads.
@@ -121,22 +122,8 @@ async function causalLoop(
   let onReplica = 0
   let done = 0
   let next = 0
-  let stop = false
   const deadline = Date.now() + timeoutMs
-  const toggler = (async () => {
-    const paused = [false, false]
-    try {
-      for (let i = 0; i < 100_000 && !stop; i++) {
-        await new Promise((r) => setTimeout(r, 5 + Math.random() * 40))
-        const which = Math.random() < 0.5 ? 1 : 2
-        if (paused[which - 1]) await pgc.resumeReplay(which)
-        else await pgc.pauseReplay(which)
-        paused[which - 1] = !paused[which - 1]
-      }
-    } finally {
-      for (const i of [1, 2]) if (paused[i - 1]) await pgc.resumeReplay(i)
-    }
-  })()
+  const chaos = startReplayChaos(pgc)
   const worker = async () => {
     while (next < iterations) {
       if (Date.now() > deadline) throw new Error(`causal loop: ${done}/${iterations} after ${timeoutMs} ms`)
@@ -157,8 +144,7 @@ async function causalLoop(
   try {
     await Promise.all(Array.from({ length: workers }, worker))
   } finally {
-    stop = true
-    await toggler
+    await chaos.stop()
   }
   return { stale, onReplica, done, ms: Date.now() - started }
 }

@@ -1,10 +1,11 @@
 /**
  * Helpers of the reliability and security tests (chaos, network faults, bad input, secrets, TLS):
- * one-shot admin queries that bypass pgsplit, polling, process-level error counters, and counts
- * of the library's server connections.
+ * one-shot admin queries that bypass pgsplit, polling, process-level error counters, counts
+ * of the library's server connections, and replay paused at random.
  */
 import pg from 'pg'
 import { expect } from 'vitest'
+import type { TestCluster } from '../../src/testing/index.js'
 
 /** One query on a fresh connection of its own (never through pgsplit). */
 export async function adminQuery<R extends pg.QueryResultRow = pg.QueryResultRow>(
@@ -161,5 +162,40 @@ function safeJson(value: unknown): string {
     return JSON.stringify(value, (_k, v) => (typeof v === 'bigint' ? v.toString() : v)) ?? String(value)
   } catch {
     return String(value)
+  }
+}
+
+/**
+ * Pauses and resumes replay on replicas 1 and 2 at random (every `minMs` to `minMs + spreadMs`)
+ * until `stop()`, which leaves both replaying. At most `maxToggles` toggles: the loop is bounded.
+ */
+export function startReplayChaos(
+  cluster: Pick<TestCluster, 'pauseReplay' | 'resumeReplay'>,
+  {
+    minMs = 5,
+    spreadMs = 40,
+    maxToggles = 100_000,
+  }: { minMs?: number; spreadMs?: number; maxToggles?: number } = {},
+): { stop(): Promise<void> } {
+  let stopped = false
+  const paused = [false, false]
+  const loop = (async () => {
+    try {
+      for (let i = 0; i < maxToggles && !stopped; i++) {
+        await sleep(minMs + Math.random() * spreadMs)
+        const which = Math.random() < 0.5 ? 1 : 2
+        if (paused[which - 1]) await cluster.resumeReplay(which)
+        else await cluster.pauseReplay(which)
+        paused[which - 1] = !paused[which - 1]
+      }
+    } finally {
+      for (const i of [1, 2]) if (paused[i - 1]) await cluster.resumeReplay(i)
+    }
+  })()
+  return {
+    stop: async () => {
+      stopped = true
+      await loop
+    },
   }
 }
