@@ -4,7 +4,12 @@
  * read-after-write workload: each iteration INSERTs a row and SELECTs it back inside
  * `db.session()`; the server's port tells which node served the read. The same workload under
  * eventual consistency shows what causal mode buys: reads that miss the caller's own row.
+ * (3) The same guarantee written by hand over a `pg.Pool` per node (the write's position from the
+ * primary, then the replica polled on the connection the read uses), against pgsplit's causal
+ * mode: how close pgsplit is to what an app would build. (4) Read-after-write at 1 and 4
+ * callers: the read must wait for the replica to replay the write, which an eventual read skips.
  */
+import pg from 'pg'
 import type { TestCluster } from '../src/testing/index.js'
 import type { BenchContext } from './lib/context.js'
 import { withPg } from './lib/context.js'
@@ -41,6 +46,12 @@ export interface CausalResult {
    * workload, per mode: 1 is even. Issue 18's target: at most 1.3.
    */
   replicaBalance: { causal: number | null; eventual: number | null }
+  /** pgsplit causal / the hand-written causal read-after-write (same guarantee, raw pools). */
+  vsHandWritten: Comparison
+  /** Hand-written: reads that had to go to the primary (the replica did not show the row in time). */
+  handWrittenOnPrimary: number
+  /** Read-after-write causal / eventual at fewer callers (`ctx.concurrency` is the main figure). */
+  readAfterWriteByConcurrency: Record<string, Comparison>
   concurrency: number
   poolMax: number
   durationMs: number
@@ -145,6 +156,41 @@ export async function runCausal(ctx: BenchContext, cluster: TestCluster): Promis
     )
     const writeCmp = compare(writes.baseline, writes.candidate)
     const rawCmp = compare(rawRuns.baseline, rawRuns.candidate)
+
+    // (3) The same guarantee by hand.
+    const hand = handWrittenCausal(cluster, ctx.poolMax, [...replicaPorts].length)
+    const handOp = () => hand.op()
+    const causalOp = raw(causal, 'causal', () => warm)
+    await load(handOp, ctx.warmupMs)
+    const vsHand = await interleave(
+      ctx.reps,
+      () => load(handOp),
+      () => load(causalOp),
+      (rep, a, b) =>
+        ctx.log(
+          `  causal read-after-write vs hand-written rep ${rep + 1}/${ctx.reps}: hand ${a.opsPerSec.toFixed(0)}/s, pgsplit ${b.opsPerSec.toFixed(0)}/s (${(b.opsPerSec / a.opsPerSec).toFixed(3)})`,
+        ),
+    )
+    await hand.end()
+
+    // (4) Fewer callers.
+    const byConcurrency: Record<string, Comparison> = {}
+    for (const concurrency of [1, 4]) {
+      const loadAt = (op: () => Promise<unknown>) =>
+        runLoad(op, { concurrency, durationMs: ctx.durationMs, serverCpu: ctx.serverCpu })
+      const runs = await interleave(
+        Math.max(2, Math.ceil(ctx.reps / 2)),
+        () => loadAt(raw(eventual, 'eventual', () => warm)),
+        () => loadAt(causalOp),
+        (rep, a, b) =>
+          ctx.log(
+            `  causal read-after-write, ${concurrency} caller(s), rep ${rep + 1}: eventual ${a.opsPerSec.toFixed(0)}/s, causal ${b.opsPerSec.toFixed(0)}/s (${(b.opsPerSec / a.opsPerSec).toFixed(3)})`,
+          ),
+      )
+      byConcurrency[String(concurrency)] = compare(runs.baseline, runs.candidate)
+    }
+    byConcurrency[String(ctx.concurrency)] = rawCmp
+
     return {
       writeRatio: writeCmp.ratio,
       writes: writeCmp,
@@ -159,6 +205,9 @@ export async function runCausal(ctx: BenchContext, cluster: TestCluster): Promis
         causal: balanceOf(counts.causal, replicaPorts),
         eventual: balanceOf(counts.eventual, replicaPorts),
       },
+      vsHandWritten: compare(vsHand.baseline, vsHand.candidate),
+      handWrittenOnPrimary: hand.onPrimary,
+      readAfterWriteByConcurrency: byConcurrency,
       concurrency: ctx.concurrency,
       poolMax: ctx.poolMax,
       durationMs: ctx.durationMs,
@@ -166,6 +215,62 @@ export async function runCausal(ctx: BenchContext, cluster: TestCluster): Promis
     }
   } finally {
     await Promise.all([eventual.end(), causal.end()])
+  }
+}
+
+/**
+ * Read-your-writes as an app would write it over a `pg.Pool` per node: INSERT on the primary, the
+ * primary's WAL insert position (at or past the commit), then a replica (round-robin) polled on
+ * the connection the read will use until it has replayed that position, up to 100 ms, else the
+ * read goes to the primary. No sharing between callers: one position query per write, one poll
+ * or more per read.
+ */
+function handWrittenCausal(cluster: TestCluster, max: number, replicas: number) {
+  const primary = new pg.Pool({ connectionString: cluster.primaryUrl, max })
+  const pools = cluster.replicaUrls
+    .slice(0, replicas)
+    .map((url) => new pg.Pool({ connectionString: url, max }))
+  let next = 0
+  let onPrimary = 0
+  const READ = 'SELECT id, inet_server_port() AS port FROM causal_rows WHERE id = $1'
+  return {
+    get onPrimary() {
+      return onPrimary
+    },
+    async op(): Promise<void> {
+      const ins = await primary.query<{ id: string }>(
+        'INSERT INTO causal_rows (payload) VALUES ($1) RETURNING id',
+        ['h'],
+      )
+      const id = ins.rows[0]!.id
+      const { rows } = await primary.query<{ lsn: string }>('SELECT pg_current_wal_insert_lsn()::text AS lsn')
+      const lsn = rows[0]!.lsn
+      const pool = pools[next++ % pools.length]!
+      const client = await pool.connect()
+      try {
+        const deadline = Date.now() + 100
+        for (let i = 0; i < 10_000; i++) {
+          const r = await client.query<{ ok: boolean }>(
+            'SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn AS ok',
+            [lsn],
+          )
+          if (r.rows[0]!.ok) {
+            const read = await client.query(READ, [id])
+            if (read.rows.length !== 1) throw new Error('hand-written causal read missed its row')
+            return
+          }
+          if (Date.now() >= deadline) break
+          await new Promise((resolve) => setTimeout(resolve, 1))
+        }
+      } finally {
+        client.release()
+      }
+      onPrimary++
+      await primary.query(READ, [id])
+    },
+    async end(): Promise<void> {
+      await Promise.all([primary.end(), ...pools.map((p) => p.end())])
+    },
   }
 }
 

@@ -309,6 +309,19 @@ function tableRows(r: Results, want: (name: BenchName) => boolean): Row[] {
       target: '>= 0.95',
       status: check(c.readAfterWriteRatio, (v) => v >= 0.95),
     })
+    for (const [callers, cmp] of Object.entries(c.readAfterWriteByConcurrency)) {
+      if (Number(callers) === c.concurrency) continue
+      add({
+        figure: `  same, ${callers} caller(s) (info)`,
+        value: fmt(cmp.ratio),
+        spread: `${fmt(cmp.ratioSpread.min)}..${fmt(cmp.ratioSpread.max)}`,
+      })
+    }
+    add({
+      figure: '  pgsplit causal / hand-written causal (info)',
+      value: fmt(c.vsHandWritten.ratio),
+      spread: `${fmt(c.vsHandWritten.ratioSpread.min)}..${fmt(c.vsHandWritten.ratioSpread.max)}; hand-written reads on the primary: ${c.handWrittenOnPrimary}`,
+    })
     for (const mode of ['causal', 'eventual'] as const) {
       add({
         figure: `  replica balance, ${mode} (busiest / least busy)`,
@@ -529,6 +542,8 @@ async function main(): Promise<void> {
       'failover.maxMs': ok(r.failover)?.maxMs ?? null,
       'causal.writeRatio': ok(r.causal)?.writeRatio ?? null,
       'causal.replicaShare': ok(r.causal)?.replicaShare ?? null,
+      'causal.readAfterWriteRatio': ok(r.causal)?.readAfterWriteRatio ?? null,
+      'causal.vsHandWrittenRatio': ok(r.causal)?.vsHandWritten.ratio ?? null,
       'causal.replicaBalance': ok(r.causal)?.replicaBalance.causal ?? null,
       'eventual.replicaBalance': ok(r.causal)?.replicaBalance.eventual ?? null,
       'handSplit.mixedRatio': ok(r.handSplit)?.mixedRatio ?? null,
