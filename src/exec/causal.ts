@@ -91,7 +91,7 @@ export async function readRequirement(
 export function schemaPending(ctx: ExecContext): boolean {
   const schema = ctx.schema
   if (schema.needsWait) return true
-  if (schema.primaryUntil > Date.now()) return true
+  if (schema.primaryUntil !== 0 && schema.primaryUntil > Date.now()) return true
   const token = schema.settledToken
   if (token === null) return false
   if (token.timeline < ctx.topology.timeline) return !clearSchema(ctx)

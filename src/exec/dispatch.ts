@@ -45,7 +45,7 @@ export function dispatch(
   return readWithRequirement(ctx, request, options?.after)
 }
 
-async function write(
+function write(
   ctx: ExecContext,
   statement: Statement,
   mode: ConsistencyMode,
@@ -53,9 +53,10 @@ async function write(
   classification: Classification,
 ): Promise<pg.QueryResult> {
   const transactionString = classification.transactionControl !== undefined
-  const { result, node } = await runOnPrimary(ctx, statement, true, transactionString)
-  recordWrite(ctx, node, mode, scope, classification.schemaChange === true)
-  return result
+  return runOnPrimary(ctx, statement, true, transactionString).then(({ result, node }) => {
+    recordWrite(ctx, node, mode, scope, classification.schemaChange === true)
+    return result
+  })
 }
 
 /** The consistency of one call: its option, else the scope's, else the cluster's. */

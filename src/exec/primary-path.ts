@@ -7,7 +7,16 @@ import {
   WriteOutcomeUnknownError,
 } from '../errors.js'
 import { describeError } from '../health/probe.js'
-import { acquireLease, type Lease, runOnLease, type Statement, taggedOutcome } from '../pools/lease.js'
+import {
+  acquire,
+  acquireLease,
+  type Lease,
+  runOnLease,
+  runStatement,
+  type Statement,
+  taggedOutcome,
+  tagOutcome,
+} from '../pools/lease.js'
 import type { ClusterNode } from '../pools/node.js'
 import { outcomeOf } from '../pools/outcome.js'
 import type { ExecContext } from './context.js'
@@ -29,8 +38,12 @@ import { withDeadline, withQueryTimeout } from './statement.js'
  *   topology authority (Patroni) does not hold as leader: it may be rewound by the new primary's
  *   history, so it is reported as {@link WriteOutcomeUnknownError} too ({@link checkAcknowledged}).
  */
-export async function acquirePrimaryLease(ctx: ExecContext, deadline: number): Promise<Lease> {
-  let lastError: unknown
+export async function acquirePrimaryLease(
+  ctx: ExecContext,
+  deadline: number,
+  failedBefore?: unknown,
+): Promise<Lease> {
+  let lastError: unknown = failedBefore
   for (let attempt = 0; attempt < 10_000; attempt++) {
     if (ctx.state.ended) throw new ClusterEndedError('query')
     const left = deadline - Date.now()
@@ -48,16 +61,7 @@ export async function acquirePrimaryLease(ctx: ExecContext, deadline: number): P
     try {
       return await acquireLease(node)
     } catch (err) {
-      if (ctx.state.ended) throw new ClusterEndedError('query')
-      const outcome = outcomeOf(err, 'connect')
-      if (outcome === 'not-sent') continue
-      if (outcome === 'exhausted') {
-        throw new PoolExhaustedError(node.name, node.connectTimeoutMs, { cause: err })
-      }
-      if (outcome !== 'node-gone') throw err
-      lastError = err
-      node.errors++
-      await failedOver(ctx, node, `connect to primary ${node.name} failed: ${describeError(err)}`)
+      if (await primaryConnectFailed(ctx, node, err)) lastError = err
     }
   }
   throw new NoPrimaryError(
@@ -65,6 +69,23 @@ export async function acquirePrimaryLease(ctx: ExecContext, deadline: number): P
     ctx.config.failover.timeoutMs,
     { cause: lastError },
   )
+}
+
+/**
+ * A connect to the primary failed: throws what the caller gets, or resolves when it is worth
+ * another try (true: the node is gone, and discovery has looked).
+ */
+async function primaryConnectFailed(ctx: ExecContext, node: ClusterNode, err: unknown): Promise<boolean> {
+  if (ctx.state.ended) throw new ClusterEndedError('query')
+  const outcome = outcomeOf(err, 'connect')
+  if (outcome === 'not-sent') return false
+  if (outcome === 'exhausted') {
+    throw new PoolExhaustedError(node.name, node.connectTimeoutMs, { cause: err })
+  }
+  if (outcome !== 'node-gone') throw err
+  node.errors++
+  await failedOver(ctx, node, `connect to primary ${node.name} failed: ${describeError(err)}`)
+  return true
 }
 
 /** Asks discovery to look, and paces retries when the same primary keeps failing. */
@@ -75,60 +96,137 @@ export async function failedOver(ctx: ExecContext, node: ClusterNode, reason: st
   }
 }
 
+/** What the primary answered, and which node it was (for the write's token). */
+export interface PrimaryResult {
+  readonly result: pg.QueryResult
+  readonly node: ClusterNode
+}
+
 /**
  * Runs `statement` on the primary. `write`: it may change data (never re-sent once sent, bounded
  * by `failover.writeTimeoutMs`); otherwise a read, safe to send again after a failover.
+ *
+ * With a primary known, the first attempt is callbacks only (no async frame: every write passes
+ * here); anything that goes wrong is judged by the same rules as later attempts.
  */
-export async function runOnPrimary(
+export function runOnPrimary(
   ctx: ExecContext,
   statement: Statement,
   write: boolean,
   transactionString = false,
-): Promise<{ result: pg.QueryResult; node: ClusterNode }> {
+): Promise<PrimaryResult> {
   const deadline = Date.now() + ctx.config.failover.timeoutMs
+  const node = ctx.topology.primary
+  if (node === null || ctx.state.ended)
+    return primaryAttempts(ctx, statement, write, transactionString, deadline)
+  return new Promise((resolve, reject) => {
+    acquire(node, (connectError, lease) => {
+      if (connectError !== null) {
+        primaryConnectFailed(ctx, node, connectError)
+          .then((gone) =>
+            primaryAttempts(
+              ctx,
+              statement,
+              write,
+              transactionString,
+              deadline,
+              gone ? connectError : undefined,
+            ),
+          )
+          .then(resolve, reject)
+        return
+      }
+      const l = lease!
+      runStatement(l, write ? boundWrite(ctx, node, statement) : statement, (err, result, outcome) => {
+        if (err !== null) {
+          primaryStatementFailed(ctx, l, statement, write, transactionString, tagOutcome(err, outcome!))
+            .then(() => primaryAttempts(ctx, statement, write, transactionString, deadline))
+            .then(resolve, reject)
+          return
+        }
+        l.release()
+        try {
+          if (write) checkAcknowledged(ctx, node)
+        } catch (notAcknowledged) {
+          reject(notAcknowledged)
+          return
+        }
+        resolve({ result: result!, node })
+      })
+    })
+  })
+}
+
+/** The attempts after the first (or all of them while no primary is known). */
+async function primaryAttempts(
+  ctx: ExecContext,
+  statement: Statement,
+  write: boolean,
+  transactionString: boolean,
+  deadline: number,
+  failedBefore?: unknown,
+): Promise<PrimaryResult> {
   for (let attempt = 0; attempt < 10_000; attempt++) {
-    const lease = await acquirePrimaryLease(ctx, deadline)
+    const lease = await acquirePrimaryLease(ctx, deadline, attempt === 0 ? failedBefore : undefined)
     const node = lease.node
     let result: pg.QueryResult
     try {
       result = await runOnLease(lease, write ? boundWrite(ctx, node, statement) : statement)
     } catch (err) {
-      // `BEGIN; ...; COMMIT` that failed may have left the session in an (aborted) transaction,
-      // and its ReadyForQuery status comes after the error: never reuse that session.
-      if (transactionString) lease.lost = true
-      lease.release(err)
-      const outcome = taggedOutcome(err)
-      if (outcome === 'not-sent' && statement.handle?.aborted !== true) continue
-      if (statement.handle?.aborted === true) {
-        // The caller aborted it: its answer. A write that was sent may have committed.
-        if (write && (outcome === 'outcome-unknown' || outcome === 'timeout')) {
-          throw new WriteOutcomeUnknownError(node.name, err)
-        }
-        throw err
-      }
-      if (outcome === 'read-only') {
-        await ctx.discovery.trigger(`primary ${node.name} answered 25006 (read-only)`)
-        // Still the primary after a fresh look: writable, yet read-only by its configuration.
-        if (ctx.topology.primary === node) throw new PrimaryReadOnlyError(node.name, { cause: err })
-        continue
-      }
-      if (outcome === 'outcome-unknown' || outcome === 'timeout') {
-        const reason = `statement on primary ${node.name} failed after it was sent: ${describeError(err)}`
-        if (write) {
-          if (outcome === 'outcome-unknown') void ctx.discovery.trigger(reason)
-          throw new WriteOutcomeUnknownError(node.name, err)
-        }
-        if (outcome === 'timeout') throw err
-        await failedOver(ctx, node, reason)
-        continue
-      }
-      throw err
+      await primaryStatementFailed(ctx, lease, statement, write, transactionString, err as Error)
+      continue
     }
     lease.release()
     if (write) checkAcknowledged(ctx, node)
     return { result, node }
   }
   throw new NoPrimaryError('statement retried too often', ctx.config.failover.timeoutMs)
+}
+
+/**
+ * A statement on the primary failed (`err` tagged with its outcome): releases the lease, then
+ * throws what the caller gets, or resolves when the statement may be sent again (it was not
+ * sent, the node stopped being the primary, or it is a read lost with its connection).
+ */
+async function primaryStatementFailed(
+  ctx: ExecContext,
+  lease: Lease,
+  statement: Statement,
+  write: boolean,
+  transactionString: boolean,
+  err: Error,
+): Promise<void> {
+  const node = lease.node
+  // `BEGIN; ...; COMMIT` that failed may have left the session in an (aborted) transaction,
+  // and its ReadyForQuery status comes after the error: never reuse that session.
+  if (transactionString) lease.lost = true
+  lease.release(err)
+  const outcome = taggedOutcome(err)
+  if (outcome === 'not-sent' && statement.handle?.aborted !== true) return
+  if (statement.handle?.aborted === true) {
+    // The caller aborted it: its answer. A write that was sent may have committed.
+    if (write && (outcome === 'outcome-unknown' || outcome === 'timeout')) {
+      throw new WriteOutcomeUnknownError(node.name, err)
+    }
+    throw err
+  }
+  if (outcome === 'read-only') {
+    await ctx.discovery.trigger(`primary ${node.name} answered 25006 (read-only)`)
+    // Still the primary after a fresh look: writable, yet read-only by its configuration.
+    if (ctx.topology.primary === node) throw new PrimaryReadOnlyError(node.name, { cause: err })
+    return
+  }
+  if (outcome === 'outcome-unknown' || outcome === 'timeout') {
+    const reason = `statement on primary ${node.name} failed after it was sent: ${describeError(err)}`
+    if (write) {
+      if (outcome === 'outcome-unknown') void ctx.discovery.trigger(reason)
+      throw new WriteOutcomeUnknownError(node.name, err)
+    }
+    if (outcome === 'timeout') throw err
+    await failedOver(ctx, node, reason)
+    return
+  }
+  throw err
 }
 
 /**

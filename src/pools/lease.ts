@@ -33,8 +33,14 @@ export interface Lease {
 
 export type LeaseCallback = (err: Error | null, lease: Lease | null) => void
 
-/** A caller waiting for a client of a node's current pool: settled at once when it goes away. */
+/**
+ * A caller waiting for a client of a node's current pool: settled at once when it goes away.
+ * `deadline` is set (and `expire` fails it with pg-pool's timeout) only for a caller queued behind
+ * busy clients; the node's queue sweep keeps it (see DeadlineSweep).
+ */
 export interface Waiter extends ListLinks<Waiter> {
+  deadline: number
+  expire(): void
   abandon(err: Error): void
 }
 
@@ -53,12 +59,12 @@ class NodeLease implements Lease, Waiter, DeadlineItem {
   // runs: a lease leaves the first before it can enter the second.
   prevInList: (Waiter & DeadlineItem) | null = null
   nextInList: (Waiter & DeadlineItem) | null = null
+  /** While waiting: when a caller queued behind busy clients times out; then the statement's. */
   deadline = 0
   /** The running statement's completion while it is under the node's deadline sweep. */
   onDeadline: StatementDone | null = null
   #callback: LeaseCallback | null
   #attempts = 0
-  #queueTimer: NodeJS.Timeout | null = null
   /** 0 waiting, 1 granted, 2 released, 3 abandoned (the caller has moved on). */
   #state: 0 | 1 | 2 | 3 = 0
 
@@ -75,25 +81,18 @@ class NodeLease implements Lease, Waiter, DeadlineItem {
     // pg-pool is given no connectionTimeoutMillis (node.ts): a caller that will queue behind
     // busy clients gets the bound here, with pg-pool's own message (the outcome rule reads it
     // as 'exhausted'). A new connection is bounded by the client's connect timeout, and an idle
-    // client is handed over on the next tick.
+    // client is handed over on the next tick. The bound is kept by the node's queue sweep, not a
+    // timer per checkout; a request made again (after a dead client) keeps its first deadline.
     if (
       node.connectTimeoutMs > 0 &&
-      this.#queueTimer === null &&
+      this.deadline === 0 &&
       pool.totalCount >= (pool.options.max ?? 10) &&
       pool.idleCount <= pool.waitingCount
     ) {
-      this.#queueTimer = setTimeout(() => this.#queueTimedOut(), node.connectTimeoutMs)
-      this.#queueTimer.unref()
+      this.deadline = Date.now() + node.connectTimeoutMs
+      node.queueSweep.arm()
     }
     pool.connect((err, client, done) => this.#granted(err, client, done))
-  }
-
-  #queueTimedOut(): void {
-    this.#queueTimer = null
-    if (this.#state !== 0) return
-    this.node.waiters.remove(this)
-    // Still queued in pg-pool: the client it hands over later goes straight back (#granted).
-    this.#fail(new Error(POOL_TIMEOUT_MESSAGE))
   }
 
   #granted(err: Error | undefined, client: pg.PoolClient | undefined, done: (e?: Error) => void): void {
@@ -103,10 +102,7 @@ class NodeLease implements Lease, Waiter, DeadlineItem {
       return
     }
     this.node.waiters.remove(this)
-    if (this.#queueTimer !== null) {
-      clearTimeout(this.#queueTimer)
-      this.#queueTimer = null
-    }
+    this.deadline = 0
     if (err !== undefined && err !== null) {
       this.#fail(err)
       return
@@ -125,8 +121,17 @@ class NodeLease implements Lease, Waiter, DeadlineItem {
     callback(null, this)
   }
 
-  /** The statement ran past the pool's `query_timeout` (see StatementDeadlines). */
+  /**
+   * Queued for a client past `connectionTimeoutMillis` (the queue sweep), or the statement ran
+   * past its `query_timeout` (see StatementDeadlines).
+   */
   expire(): void {
+    if (this.#state === 0) {
+      this.node.waiters.remove(this)
+      // Still queued in pg-pool: the client it hands over later goes straight back (#granted).
+      this.#fail(new Error(POOL_TIMEOUT_MESSAGE))
+      return
+    }
     const done = this.onDeadline
     this.onDeadline = null
     // pg's own message for its client-side timeout: the outcome rule reads it as 'timeout'.
@@ -139,10 +144,6 @@ class NodeLease implements Lease, Waiter, DeadlineItem {
   }
 
   #fail(err: Error): void {
-    if (this.#queueTimer !== null) {
-      clearTimeout(this.#queueTimer)
-      this.#queueTimer = null
-    }
     this.#state = 3
     this.node.inFlight--
     const callback = this.#callback!

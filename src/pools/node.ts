@@ -4,7 +4,7 @@ import type { NodeAddress } from './connection-string.js'
 import { IntrusiveList } from './intrusive-list.js'
 import type { Waiter } from './lease.js'
 import { notSentError } from './lease.js'
-import { StatementDeadlines } from './statement-deadlines.js'
+import { DeadlineSweep, StatementDeadlines } from './statement-deadlines.js'
 
 export type NodeRole = 'primary' | 'replica' | 'unknown'
 export type NodeState = 'unknown' | 'up' | 'down'
@@ -109,6 +109,8 @@ export class ClusterNode implements ReadCandidate {
   readonly deadlines: StatementDeadlines
   /** The pool's `connectionTimeoutMillis`, 0 for none (see #createPool and NodeLease). */
   readonly connectTimeoutMs: number
+  /** Keeps `connectTimeoutMs` for callers queued behind busy clients (see NodeLease#request). */
+  readonly queueSweep: DeadlineSweep<Waiter>
 
   role: NodeRole
   state: NodeState = 'unknown'
@@ -169,6 +171,7 @@ export class ClusterNode implements ReadCandidate {
     this.deadlines = new StatementDeadlines(typeof timeout === 'number' && timeout > 0 ? timeout : 0)
     const connectTimeout = config.poolConfig.connectionTimeoutMillis
     this.connectTimeoutMs = typeof connectTimeout === 'number' && connectTimeout > 0 ? connectTimeout : 0
+    this.queueSweep = new DeadlineSweep(this.waiters, this.connectTimeoutMs)
     this.#pool = this.#createPool()
   }
 

@@ -13,7 +13,9 @@ import type { WriteToken } from './consistency.js'
 export class ReadRouter {
   readonly #topology: Topology
   readonly #strategy: ReadStrategyFunction
-  readonly #candidates: ClusterNode[] = []
+  readonly #scratch: ClusterNode[] = []
+  /** `#bySize[n]`: the array of n candidates handed to the strategy, reused. */
+  readonly #bySize: ClusterNode[][] = []
 
   constructor(topology: Topology, strategy: ReadStrategyFunction) {
     this.#topology = topology
@@ -32,26 +34,25 @@ export class ReadRouter {
 
   /** A replica for a read, or null when none is eligible. */
   pick(exclude: ClusterNode | null = null, token: WriteToken | null = null): ClusterNode | null {
-    // Every read passes here: no allocation, and the candidate list is only built when there is
-    // a choice to make (truncating an array costs a runtime call per read).
-    const list = this.#candidates
-    let first: ClusterNode | null = null
+    // Every read passes here: no allocation and no array truncation (a runtime call per read).
+    // Candidates are written by index into a scratch array; with a choice to make, they are
+    // copied into the reused array of exactly that many, which the strategy gets.
+    const scratch = this.#scratch
     let count = 0
     const now = Date.now()
     for (const node of this.#topology.nodes) {
       if (node === exclude || node.weight <= 0 || !node.isEligibleReplica(now)) continue
       if (token !== null && !hasReached(node, token)) continue
-      if (count === 0) first = node
-      else {
-        if (count === 1) {
-          list.length = 0
-          list.push(first!)
-        }
-        list.push(node)
-      }
-      count++
+      scratch[count++] = node
     }
-    if (count <= 1) return first
+    if (count <= 1) return count === 0 ? null : scratch[0]!
+    let list = this.#bySize[count]
+    if (list === undefined) {
+      list = scratch.slice(0, count)
+      this.#bySize[count] = list
+    } else {
+      for (let i = 0; i < count; i++) list[i] = scratch[i]!
+    }
     const chosen = this.#strategy(list)
     // A user strategy may return something else; fall back to the first candidate.
     return list.includes(chosen as ClusterNode) ? (chosen as ClusterNode) : list[0]!

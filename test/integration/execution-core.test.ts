@@ -482,12 +482,28 @@ describe('6. pool exhaustion and a read-only primary are their own errors, at on
         PoolExhaustedError,
       )
       expect((outcome.error as PoolExhaustedError).node).toBe(nodeName(port(0)))
+      // Kept by the node's queue sweep: never early, at most a tenth late (liveness bound here).
+      expect(outcome.ms).toBeGreaterThanOrEqual(295)
       expect(outcome.ms).toBeLessThan(5_000)
+      // Many callers queued at once: each gets its own PoolExhaustedError, none early, none sent.
+      const many = await Promise.all(
+        Array.from({ length: 12 }, (_, i) =>
+          timed(db.query(`INSERT INTO core_t (who, v) VALUES ('p1', '${i}')`)),
+        ),
+      )
+      for (const o of many) {
+        expect(o.error, String(o.error)).toBeInstanceOf(PoolExhaustedError)
+        expect(o.ms).toBeGreaterThanOrEqual(295)
+        expect(o.ms).toBeLessThan(5_000)
+      }
       expect(events).toEqual([])
     } finally {
       held.release()
     }
     expect(await committed('p1')).toEqual([])
+    // The pool is whole again: the held client came back and serves the next caller.
+    await db.query("INSERT INTO core_t (who, v) VALUES ('p1b', 'after')")
+    expect(await committed('p1b')).toEqual(['after'])
   })
 
   it('25006 from a primary not in recovery (default_transaction_read_only=on): PrimaryReadOnlyError', async () => {

@@ -55,3 +55,46 @@ describe('ReadRouter#freshest: the replica a causal read waits on', () => {
     expect(router(paused, behind, fresh).freshest()).toBe(paused)
   })
 })
+
+describe('ReadRouter#pick: the candidates a strategy sees', () => {
+  it('gets exactly the eligible replicas as their number changes, the excluded one left out', () => {
+    const a = replica(6011, {})
+    const b = replica(6012, {})
+    const c = replica(6013, {})
+    const topology = new Topology()
+    for (const r of [a, b, c]) topology.add(r)
+    const seen: string[][] = []
+    const r = new ReadRouter(topology, (candidates) => {
+      seen.push(candidates.map((x) => x.name))
+      return candidates[candidates.length - 1]
+    })
+    expect(r.pick()).toBe(c)
+    expect(r.pick(c)).toBe(b)
+    b.state = 'down'
+    expect(r.pick(c)).toBe(a) // one candidate: the strategy is not asked
+    expect(r.pick()).toBe(c)
+    b.state = 'up'
+    expect(r.pick(a)).toBe(c)
+    expect(r.pick()).toBe(c)
+    a.state = 'down'
+    b.state = 'down'
+    c.state = 'down'
+    expect(r.pick()).toBeNull()
+    expect(seen).toEqual([
+      [a.name, b.name, c.name],
+      [a.name, b.name],
+      [a.name, c.name],
+      [b.name, c.name],
+      [a.name, b.name, c.name],
+    ])
+  })
+
+  it('falls back to the first candidate when a strategy returns a stranger', () => {
+    const a = replica(6014, {})
+    const b = replica(6015, {})
+    const topology = new Topology()
+    for (const r of [a, b]) topology.add(r)
+    const r = new ReadRouter(topology, () => undefined)
+    expect(r.pick()).toBe(a)
+  })
+})
