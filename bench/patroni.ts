@@ -31,6 +31,8 @@ export type PatroniResult =
         leaderChangeToFirstAckMs: number | null
         writableToFirstAckMs: number | null
         nonLeaderAcks: number
+        /** Of those, the ones more than the race window after a leader change (goal 0). */
+        nonLeaderAcksOutsideRace: number
         lost: number
         failedWrites: number
         failedReads: number
@@ -91,6 +93,7 @@ export async function runPatroni(ctx: BenchContext, reps: number): Promise<Patro
         leaderChangeToFirstAckMs: median(cs.map((c) => c.leaderChangeToFirstAckMs)),
         writableToFirstAckMs: median(cs.map((c) => c.writableToFirstAckMs)),
         nonLeaderAcks: cs.reduce((s, c) => s + c.nonLeaderAcks, 0),
+        nonLeaderAcksOutsideRace: cs.reduce((s, c) => s + c.nonLeaderAcksOutsideRace, 0),
         lost: cs.reduce((s, c) => s + c.lost, 0),
         failedWrites: cs.reduce((s, c) => s + c.writesFailed, 0),
         failedReads: cs.reduce((s, c) => s + c.readsFailed, 0),
