@@ -82,10 +82,10 @@ class NodeLease implements Lease, Waiter, DeadlineItem {
     // busy clients gets the bound here, with pg-pool's own message (the outcome rule reads it
     // as 'exhausted'). A new connection is bounded by the client's connect timeout, and an idle
     // client is handed over on the next tick. The bound is kept by the node's queue sweep, not a
-    // timer per checkout; a request made again (after a dead client) keeps its first deadline.
+    // timer per checkout. A request made again after a dead client (at most 3) starts a new
+    // bound, as pg-pool's own timer did.
     if (
       node.connectTimeoutMs > 0 &&
-      this.deadline === 0 &&
       pool.totalCount >= (pool.options.max ?? 10) &&
       pool.idleCount <= pool.waitingCount
     ) {
