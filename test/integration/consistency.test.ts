@@ -35,26 +35,43 @@ afterAll(async () => {
   await pgc?.destroy()
 })
 
-/** INSERT then SELECT of the same row, `iterations` times, while replay pauses and resumes at random. */
-async function readAfterWriteLoop(db: Cluster, iterations: number, firstId: number, chaos: boolean) {
+interface LoopOptions {
+  /** Read-after-write pairs per caller. */
+  iterations: number
+  firstId: number
+  /** Replay pauses and resumes at random on the replicas while the loop runs. */
+  chaos?: false | { spreadMs?: number }
+  /** Concurrent callers, each in its own `db.session()` (1: one caller, no session). */
+  callers?: number
+}
+
+/** INSERT then SELECT of the same row by each caller, counting reads that missed it. */
+async function readAfterWriteLoop(db: Cluster, options: LoopOptions) {
+  const { iterations, firstId, chaos = false, callers = 1 } = options
   let stale = 0
   let onReplica = 0
-  const chaosLoop = chaos ? startReplayChaos(pgc) : null
-  try {
+  let reads = 0
+  const oneCaller = async (caller: number) => {
     for (let i = 0; i < iterations; i++) {
-      const id = firstId + i
+      const id = firstId + caller * iterations + i
       await db.query('INSERT INTO notes (id, body) VALUES ($1, $2)', [id, `n${id}`])
       const { rows } = await db.query<{ body: string; p: number }>(
         'SELECT body, inet_server_port() AS p FROM notes WHERE id = $1',
         [id],
       )
-      if (rows.length === 0) stale++
+      reads++
+      if (rows.length === 0 || rows[0]!.body !== `n${id}`) stale++
       else if (rows[0]!.p !== primaryPort) onReplica++
     }
+  }
+  const chaosLoop = chaos === false ? null : startReplayChaos(pgc, chaos)
+  try {
+    if (callers === 1) await oneCaller(0)
+    else await Promise.all(Array.from({ length: callers }, (_, c) => db.session(() => oneCaller(c))))
   } finally {
     await chaosLoop?.stop()
   }
-  return { stale, onReplica }
+  return { stale, onReplica, reads }
 }
 
 describe('causal consistency', () => {
@@ -66,7 +83,7 @@ describe('causal consistency', () => {
       healthCheck: { intervalMs: 250 },
     })
     await db.ready()
-    const { stale, onReplica } = await readAfterWriteLoop(db, 5000, 1, true)
+    const { stale, onReplica } = await readAfterWriteLoop(db, { iterations: 5000, firstId: 1, chaos: {} })
     console.log(`causal loop: stale=${stale} servedByReplicas=${onReplica}/5000`)
     expect(stale).toBe(0)
     expect(onReplica).toBeGreaterThan(2500)
@@ -86,32 +103,18 @@ describe('causal consistency', () => {
       healthCheck: { intervalMs: 250 },
     })
     await db.ready()
-    let stale = 0
-    let onReplica = 0
-    let reads = 0
-    const chaosLoop = startReplayChaos(pgc, { spreadMs: 30 })
+    let result: Awaited<ReturnType<typeof readAfterWriteLoop>>
     try {
-      await Promise.all(
-        Array.from({ length: 24 }, (_, caller) =>
-          db.session(async () => {
-            for (let i = 0; i < 125; i++) {
-              const id = 1_000_000 + caller * 1_000 + i
-              await db.query('INSERT INTO notes (id, body) VALUES ($1, $2)', [id, `c${id}`])
-              const { rows } = await db.query<{ body: string; p: number }>(
-                'SELECT body, inet_server_port() AS p FROM notes WHERE id = $1',
-                [id],
-              )
-              reads++
-              if (rows.length === 0 || rows[0]!.body !== `c${id}`) stale++
-              else if (rows[0]!.p !== primaryPort) onReplica++
-            }
-          }),
-        ),
-      )
+      result = await readAfterWriteLoop(db, {
+        iterations: 125,
+        firstId: 1_000_000,
+        chaos: { spreadMs: 30 },
+        callers: 24,
+      })
     } finally {
-      await chaosLoop.stop()
       await db.end()
     }
+    const { stale, onReplica, reads } = result
     console.log(`concurrent causal loop: stale=${stale} servedByReplicas=${onReplica}/${reads}`)
     expect(reads).toBe(3_000)
     expect(stale).toBe(0)
@@ -201,7 +204,7 @@ describe('causal consistency', () => {
     await db.ready()
     await pgc.pauseReplay(1)
     try {
-      const { stale } = await readAfterWriteLoop(db, 200, 100_000, false)
+      const { stale } = await readAfterWriteLoop(db, { iterations: 200, firstId: 100_000 })
       console.log(`eventual loop: stale=${stale}/200`)
       expect(stale).toBeGreaterThan(0)
     } finally {
