@@ -9,8 +9,8 @@
  * mode: how close pgsplit is to what an app would build. (4) Read-after-write at 1 and 4
  * callers: the read must wait for the replica to replay the write, which an eventual read skips.
  */
-import pg from 'pg'
 import type { TestCluster } from '../src/testing/index.js'
+import { HandSplit } from './hand-split.js'
 import type { BenchContext } from './lib/context.js'
 import { withPg } from './lib/context.js'
 import { type Comparison, compare, interleave } from './lib/interleave.js'
@@ -158,7 +158,7 @@ export async function runCausal(ctx: BenchContext, cluster: TestCluster): Promis
     const rawCmp = compare(rawRuns.baseline, rawRuns.candidate)
 
     // (3) The same guarantee by hand.
-    const hand = handWrittenCausal(cluster, ctx.poolMax, [...replicaPorts].length)
+    const hand = handWrittenCausal(cluster, ctx.poolMax)
     const handOp = () => hand.op()
     const causalOp = raw(causal, 'causal', () => warm)
     await load(handOp, ctx.warmupMs)
@@ -225,11 +225,11 @@ export async function runCausal(ctx: BenchContext, cluster: TestCluster): Promis
  * read goes to the primary. No sharing between callers: one position query per write, one poll
  * or more per read.
  */
-function handWrittenCausal(cluster: TestCluster, max: number, replicas: number) {
-  const primary = new pg.Pool({ connectionString: cluster.primaryUrl, max })
-  const pools = cluster.replicaUrls
-    .slice(0, replicas)
-    .map((url) => new pg.Pool({ connectionString: url, max }))
+function handWrittenCausal(cluster: TestCluster, max: number) {
+  // The hand split's pools: one per node, an idle connection's error ignored.
+  const split = new HandSplit(cluster.primaryUrl, cluster.replicaUrls, max)
+  const primary = split.primary
+  const pools = split.replicas
   let next = 0
   let onPrimary = 0
   const READ = 'SELECT id, inet_server_port() AS port FROM causal_rows WHERE id = $1'
@@ -268,9 +268,7 @@ function handWrittenCausal(cluster: TestCluster, max: number, replicas: number) 
       onPrimary++
       await primary.query(READ, [id])
     },
-    async end(): Promise<void> {
-      await Promise.all([primary.end(), ...pools.map((p) => p.end())])
-    },
+    end: (): Promise<void> => split.end(),
   }
 }
 

@@ -144,14 +144,11 @@ export function runOnPrimary(
             .then(resolve, reject)
           return
         }
-        l.release()
         try {
-          if (write) checkAcknowledged(ctx, node)
+          resolve(primarySucceeded(ctx, l, result!, write))
         } catch (notAcknowledged) {
           reject(notAcknowledged)
-          return
         }
-        resolve({ result: result!, node })
       })
     })
   })
@@ -176,11 +173,24 @@ async function primaryAttempts(
       await primaryStatementFailed(ctx, lease, statement, write, transactionString, err as Error)
       continue
     }
-    lease.release()
-    if (write) checkAcknowledged(ctx, node)
-    return { result, node }
+    return primarySucceeded(ctx, lease, result, write)
   }
   throw new NoPrimaryError('statement retried too often', ctx.config.failover.timeoutMs)
+}
+
+/**
+ * A statement on the primary answered: the lease goes back, and a write is acknowledged only by
+ * the rule of {@link checkAcknowledged} (throws otherwise).
+ */
+function primarySucceeded(
+  ctx: ExecContext,
+  lease: Lease,
+  result: pg.QueryResult,
+  write: boolean,
+): PrimaryResult {
+  lease.release()
+  if (write) checkAcknowledged(ctx, lease.node)
+  return { result, node: lease.node }
 }
 
 /**

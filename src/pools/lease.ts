@@ -9,7 +9,7 @@ import {
   outcomeOf,
   POOL_TIMEOUT_MESSAGE,
 } from './outcome.js'
-import type { DeadlineItem } from './statement-deadlines.js'
+import type { Deadlined, DeadlineItem } from './statement-deadlines.js'
 import type { StatementHandle } from './statement-handle.js'
 
 /**
@@ -38,9 +38,7 @@ export type LeaseCallback = (err: Error | null, lease: Lease | null) => void
  * `deadline` is set (and `expire` fails it with pg-pool's timeout) only for a caller queued behind
  * busy clients; the node's queue sweep keeps it (see DeadlineSweep).
  */
-export interface Waiter extends ListLinks<Waiter> {
-  deadline: number
-  expire(): void
+export interface Waiter extends ListLinks<Waiter>, Deadlined {
   abandon(err: Error): void
 }
 

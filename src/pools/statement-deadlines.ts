@@ -2,11 +2,14 @@ import type { ListLinks } from './intrusive-list.js'
 import { IntrusiveList } from './intrusive-list.js'
 
 /** A wait under a client-side deadline: a lease running a statement, or queued for a client. */
-export interface DeadlineItem extends ListLinks<DeadlineItem> {
+export interface Deadlined {
   /** `Date.now()` after which the wait has failed; 0 for an item with no deadline of its own. */
   deadline: number
   expire(): void
 }
+
+/** A statement on a lease, in a node's list of statements in flight. */
+export interface DeadlineItem extends ListLinks<DeadlineItem>, Deadlined {}
 
 /** Sweeps are 5 ms to 1 s apart: a tenth of the bound. */
 function sweepPeriodMs(timeoutMs: number): number {
@@ -19,7 +22,7 @@ function sweepPeriodMs(timeoutMs: number): number {
  * fails at most a tenth of the bound late (at most 1 s), never early. The sweep runs only while
  * the list has items, unref'd: it never keeps the process alive.
  */
-export class DeadlineSweep<T extends ListLinks<T> & { deadline: number; expire(): void }> {
+export class DeadlineSweep<T extends ListLinks<T> & Deadlined> {
   readonly #list: IntrusiveList<T>
   readonly #periodMs: number
   #timer: NodeJS.Timeout | null = null
