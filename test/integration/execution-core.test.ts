@@ -617,6 +617,39 @@ describe('12. streams leave no timer behind', () => {
   })
 })
 
+describe('13. pooled clients: one class for every node, each with its own pool’s connect timeout', () => {
+  it('two clusters with different connectionTimeoutMillis: every client of both is one class, with its cluster’s bound', async () => {
+    // One client class per node gave pg's methods clients of several hidden classes in one
+    // process (megamorphic); the bound now travels with each pool's options instead.
+    const clientsOf = (db: Cluster) => {
+      const clients: pg.PoolClient[] = []
+      db.on('connect', (client: pg.PoolClient) => clients.push(client))
+      return clients
+    }
+    const fast = open({ pool: { connectionTimeoutMillis: 1_234 } })
+    const slow = open({ pool: { connectionTimeoutMillis: 4_321 } })
+    const fastClients = clientsOf(fast)
+    const slowClients = clientsOf(slow)
+    for (const db of [fast, slow]) {
+      await db.ready()
+      // Connections on the primary and on both replicas (reads round-robin, two at a time).
+      await Promise.all([db.primary.query('SELECT 1'), db.query('SELECT 1'), db.query('SELECT 1')])
+      await Promise.all([db.query('SELECT 1'), db.query('SELECT 1')])
+    }
+    const bound = (c: pg.PoolClient) =>
+      (c as unknown as { _connectionTimeoutMillis: number })._connectionTimeoutMillis
+    const ports = (clients: pg.PoolClient[]) =>
+      new Set(clients.map((c) => (c as unknown as { port: number }).port))
+    expect(ports(fastClients).size).toBe(3)
+    expect(ports(slowClients).size).toBe(3)
+    expect(new Set([...fastClients, ...slowClients].map((c) => c.constructor)).size).toBe(1)
+    expect(new Set(fastClients.map(bound))).toEqual(new Set([1_234]))
+    expect(new Set(slowClients.map(bound))).toEqual(new Set([4_321]))
+    // Still a pg.Client to the code that receives it (a subclass of the configured Client).
+    expect(fastClients[0]).toBeInstanceOf(pg.Client)
+  })
+})
+
 describe('7 and 8. a failover: queued callers move at once, reads on the primary wait for the new one', () => {
   it('kill(0) + promote(1): writes queued in the old pool settle at once; reads on the primary never fail', async () => {
     const db = open({ pool: { max: 1, connectionTimeoutMillis: 15_000 }, failover: { timeoutMs: 20_000 } })
