@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --quick] [-- --only=overhead,kysely,pgpool,pgbouncer,causal,handSplit,shapes,failover,classifier] [-- --out=file]`
+ * `npm run bench [-- --quick] [-- --only=overhead,kysely,pgpool,pgbouncer,causal,handSplit,instructions,shapes,failover,classifier] [-- --out=file]`
  *
  * What pgsplit costs and what it saves, side by side with the alternatives, on a local
  * streaming-replication cluster (plain PostgreSQL processes on 127.0.0.1). Every comparison
@@ -17,6 +17,7 @@ import { type CausalResult, runCausal } from './causal.js'
 import { type ClassifierResult, runClassifier } from './classifier.js'
 import { type FailoverResult, runFailover } from './failover.js'
 import { type HandSplitResult, runHandSplit } from './hand-split.js'
+import { type InstructionsResult, runInstructions } from './instructions.js'
 import type { KyselyResult } from './kysely.js'
 import type { BenchContext } from './lib/context.js'
 import { seedItems, startBenchCluster, withPg } from './lib/context.js'
@@ -39,6 +40,7 @@ const ALL = [
   'causal',
   'tokens',
   'handSplit',
+  'instructions',
   'shapes',
   'failover',
   'patroni',
@@ -48,11 +50,13 @@ type BenchName = (typeof ALL)[number]
 interface Args {
   quick: boolean
   only: BenchName[]
+  /** `--only` was given (a --quick run leaves out the slow instruction counts unless asked for). */
+  onlyGiven: boolean
   out: string | null
 }
 
 function parseArgs(argv: string[]): Args {
-  const args: Args = { quick: false, only: [...ALL], out: null }
+  const args: Args = { quick: false, only: [...ALL], onlyGiven: false, out: null }
   for (const a of argv) {
     if (a === '--quick') args.quick = true
     else if (a.startsWith('--only=')) {
@@ -62,6 +66,7 @@ function parseArgs(argv: string[]): Args {
           throw new Error(`unknown benchmark ${n} (one of ${ALL.join(', ')})`)
       }
       args.only = names as BenchName[]
+      args.onlyGiven = true
     } else if (a.startsWith('--out=')) args.out = a.slice('--out='.length)
     else if (a === '--help' || a === '-h') {
       console.log(
@@ -141,6 +146,7 @@ interface Results {
   causal?: CausalResult | Failed
   tokens?: TokensResult | Failed
   handSplit?: HandSplitResult | Failed
+  instructions?: InstructionsResult | Failed
   shapes?: ShapesResult | Failed
   failover?: FailoverResult | Failed
   patroni?: PatroniResult | Failed
@@ -150,18 +156,12 @@ function ok<T extends object>(value: T | Failed | undefined): T | undefined {
   return value === undefined || 'error' in value ? undefined : value
 }
 
-function ran(
-  value: PgpoolResult | Failed | undefined,
-): Extract<PgpoolResult, { skipped: false }> | undefined {
+/** A benchmark that ran: not failed, not skipped (pgpool-II, PgBouncer or valgrind missing). */
+function ran<T extends { skipped: boolean }>(
+  value: T | Failed | undefined,
+): Extract<T, { skipped: false }> | undefined {
   const v = ok(value)
-  return v === undefined || v.skipped ? undefined : v
-}
-
-function ranBouncer(
-  value: PgbouncerResult | Failed | undefined,
-): Extract<PgbouncerResult, { skipped: false }> | undefined {
-  const v = ok(value)
-  return v === undefined || v.skipped ? undefined : v
+  return v === undefined || v.skipped ? undefined : (v as Extract<T, { skipped: false }>)
 }
 
 function tableRows(r: Results, want: (name: BenchName) => boolean): Row[] {
@@ -347,6 +347,23 @@ function tableRows(r: Results, want: (name: BenchName) => boolean): Row[] {
       status: check(h.replicaBalance, (v) => v <= 1.3),
     })
   }
+  if (want('instructions') && !failed('instructions', 'instructions per op', r.instructions)) {
+    const i = ok(r.instructions)!
+    if (i.skipped) add({ bench: 'instructions', figure: 'skipped', value: i.reason })
+    else {
+      for (const [name, c] of [
+        ['PK reads', i.reads],
+        ['90/10 r/w', i.mixed],
+      ] as const) {
+        add({
+          bench: 'instructions',
+          figure: `client instructions per op vs hand split, ${name} (info)`,
+          value: `${c.hand.perOp} -> ${c.pgsplit.perOp} (${fmt(c.ratio)})`,
+          spread: `${c.addedPerOp >= 0 ? '+' : ''}${c.addedPerOp}, ${c.addedPerOpWithoutGc >= 0 ? '+' : ''}${c.addedPerOpWithoutGc} without GC and JIT`,
+        })
+      }
+    }
+  }
   if (want('shapes') && !failed('shapes', 'shapes', r.shapes)) {
     const s = ok(r.shapes)!
     const shape = (figure: string, c: Comparison) => {
@@ -466,9 +483,16 @@ async function main(): Promise<void> {
   let pgVersion: string | null = null
   await attempt('classifier', () => runClassifier(ctx))
 
-  const needsShared = ['overhead', 'kysely', 'pgpool', 'pgbouncer', 'causal', 'tokens', 'handSplit'].some(
-    (n) => want(n as BenchName),
-  )
+  const needsShared = [
+    'overhead',
+    'kysely',
+    'pgpool',
+    'pgbouncer',
+    'causal',
+    'tokens',
+    'handSplit',
+    'instructions',
+  ].some((n) => want(n as BenchName))
   let cluster: TestCluster | null = null
   if (needsShared) {
     const t0 = Date.now()
@@ -494,6 +518,11 @@ async function main(): Promise<void> {
       await attempt('causal', () => runCausal(ctx, shared))
       await attempt('tokens', () => runTokens(ctx, shared))
       await attempt('handSplit', () => runHandSplit(ctx, shared))
+      await attempt('instructions', () =>
+        args.quick && !args.onlyGiven
+          ? { skipped: true, reason: 'left out of --quick (4 to 5 min under valgrind): --only=instructions' }
+          : runInstructions(ctx, shared),
+      )
     }
   } finally {
     await cluster?.destroy()
@@ -540,8 +569,8 @@ async function main(): Promise<void> {
       'kysely.cpuAddedUs': ok(r.kysely)?.cpuAddedUs ?? null,
       'pgpool.readOnly.ratio': ran(r.pgpool)?.readOnly.ratio ?? null,
       'pgpool.mixed.ratio': ran(r.pgpool)?.mixed.ratio ?? null,
-      'pgbouncer.readOnly.ratio': ranBouncer(r.pgbouncer)?.readOnly.ratio ?? null,
-      'pgbouncer.mixed.ratio': ranBouncer(r.pgbouncer)?.mixed.ratio ?? null,
+      'pgbouncer.readOnly.ratio': ran(r.pgbouncer)?.readOnly.ratio ?? null,
+      'pgbouncer.mixed.ratio': ran(r.pgbouncer)?.mixed.ratio ?? null,
       'failover.medianMs': ok(r.failover)?.medianMs ?? null,
       'failover.maxMs': ok(r.failover)?.maxMs ?? null,
       'causal.writeRatio': ok(r.causal)?.writeRatio ?? null,
@@ -553,6 +582,8 @@ async function main(): Promise<void> {
       'handSplit.mixedRatio': ok(r.handSplit)?.mixedRatio ?? null,
       'handSplit.readRatio': ok(r.handSplit)?.readRatio ?? null,
       'handSplit.replicaBalance': ok(r.handSplit)?.replicaBalance ?? null,
+      'instructions.reads.addedPerOp': ran(r.instructions)?.reads.addedPerOp ?? null,
+      'instructions.mixed.addedPerOp': ran(r.instructions)?.mixed.addedPerOp ?? null,
       'tokens.readRatio': ok(r.tokens)?.readRatio ?? null,
       'classifier.cachedNs': ok(r.classifier)?.cachedNs ?? null,
       'classifier.uncachedNs': ok(r.classifier)?.uncachedNs ?? null,

@@ -23,6 +23,15 @@ if ! have_pgpool; then
   fi
 fi
 
+# valgrind counts the client's instructions per query (bench/instructions.ts); skipped without it.
+if [ ! -x /usr/bin/valgrind ]; then
+  echo "bench: valgrind not found, installing it with apt-get" >&2
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq valgrind >/dev/null 2>&1 ||
+    echo "bench: NOTE: could not install valgrind; the instruction counts will be skipped" >&2
+fi
+
 # Benchmark the package as users get it (dist/); bench/lib/pgsplit.ts falls back to the sources
 # through tsx (slower: esbuild's keepNames) when dist/ is missing or older than src/.
 if ! npx tsup --silent; then
