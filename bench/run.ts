@@ -47,6 +47,18 @@ const ALL = [
 ] as const
 type BenchName = (typeof ALL)[number]
 
+/** The benchmarks that run on the one shared cluster (a primary and 2 replicas, items seeded). */
+const ON_SHARED_CLUSTER: readonly BenchName[] = [
+  'overhead',
+  'kysely',
+  'pgpool',
+  'pgbouncer',
+  'causal',
+  'tokens',
+  'handSplit',
+  'instructions',
+]
+
 interface Args {
   quick: boolean
   only: BenchName[]
@@ -483,16 +495,7 @@ async function main(): Promise<void> {
   let pgVersion: string | null = null
   await attempt('classifier', () => runClassifier(ctx))
 
-  const needsShared = [
-    'overhead',
-    'kysely',
-    'pgpool',
-    'pgbouncer',
-    'causal',
-    'tokens',
-    'handSplit',
-    'instructions',
-  ].some((n) => want(n as BenchName))
+  const needsShared = ON_SHARED_CLUSTER.some(want)
   let cluster: TestCluster | null = null
   if (needsShared) {
     const t0 = Date.now()
