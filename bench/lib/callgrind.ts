@@ -17,7 +17,7 @@ export interface CallgrindCounts {
   scram: number
 }
 
-const GC = /Scaveng|Heap|heap::|MarkCompact|Marking|Sweep|RecordWrite|IterateObjectCache|Evacuat/
+const GC = /Scaveng|Heap::|heap::|MarkCompact|Marking|Sweep|RecordWrite|IterateObjectCache|Evacuat/
 const JIT = /compiler::|maglev::|Maglev|Turbofan|turboshaft|baseline::|Compile/
 const SCRAM = /sha256|SHA256|EVP_|OPENSSL_cleanse|HMAC|hmac|pbkdf2|PBKDF2/
 
@@ -38,7 +38,9 @@ export function readCallgrind(path: string): CallgrindCounts {
   for (const line of readFileSync(path, 'utf8').split('\n')) {
     if (line.startsWith('summary:')) total = Number(line.slice(8).trim())
     else if (line.startsWith('fn=')) {
-      const name = nameOf(line.slice(3).trim())
+      // By the function's name, not its parameter types: `HandleApiCallHelper(..., HeapObject)`
+      // is an API call, not the collector.
+      const name = nameOf(line.slice(3).trim()).split('(')[0]!
       kind = GC.test(name) ? 'gc' : JIT.test(name) ? 'jit' : SCRAM.test(name) ? 'scram' : null
     } else if (line.startsWith('cfn=')) nameOf(line.slice(4).trim())
     else if (line.startsWith('calls=')) callCost = true

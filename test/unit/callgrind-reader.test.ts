@@ -36,6 +36,8 @@ calls=1 0
 0 5000
 fn=(1)
 0 7
+fn=(6) v8::internal::HandleApiCallHelper<true>(v8::internal::Isolate*, v8::internal::HeapObject)
+0 600
 `
 
 describe('readCallgrind (bench/lib/callgrind.ts)', () => {
